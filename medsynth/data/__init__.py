@@ -1,0 +1,1 @@
+"""Data stage: discovery, preprocessing, demo datasets and the training DataModule."""
