@@ -1,0 +1,1 @@
+"""Models: the Lightning diffusion module, networks, representations (pixel, wavelet), EMA."""
