@@ -89,9 +89,9 @@ class SamplingBundle:
 
     ``network(x, timesteps, class_labels=None, covariates=None)``: x (B, C, d, h, w), timesteps
     (B,) long, class_labels (B,) long or None, covariates (B, K) float or None -> prediction of
-    the same shape as x (``diffusion.prediction_type``). For classifier-free guidance the
-    unconditional branch is class index ``conditioning.num_classes`` (the null class) and
-    covariates all-zero with a null flag handled inside the network wrapper.
+    the same shape as x (``diffusion.prediction_type``). Passing None for a condition the model
+    was trained with gives the unconditional (null-condition) branch used by classifier-free
+    guidance; the wrapper owns how the null condition is encoded.
     """
 
     network: nn.Module
