@@ -1,0 +1,80 @@
+"""The baseline: a training step and a sampler written the way MONAI's 3d_ddpm tutorial does it.
+
+Plain PyTorch, fp32, pixel space, ``DiffusionInferer``, ``DDPMScheduler`` with 1000 steps
+(scaled_linear_beta 0.0005-0.0195), Adam 5e-5. The network's channels, attention levels,
+res-blocks and the batch size are the caller's, so the comparison with medsynth uses the same
+UNet. Kept apart from medsynth on purpose: it is what users would otherwise run.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from monai.inferers import DiffusionInferer
+from monai.networks.nets import DiffusionModelUNet
+from monai.networks.schedulers import DDPMScheduler
+
+
+def tutorial_unet(in_channels: int, channels, attention_levels, num_res_blocks: int, num_head_channels) -> DiffusionModelUNet:
+    return DiffusionModelUNet(
+        spatial_dims=3,
+        in_channels=in_channels,
+        out_channels=in_channels,
+        channels=tuple(channels),
+        attention_levels=tuple(attention_levels),
+        num_res_blocks=num_res_blocks,
+        num_head_channels=num_head_channels,
+        norm_num_groups=min(32, min(channels)),
+    )
+
+
+def tutorial_scheduler() -> DDPMScheduler:
+    return DDPMScheduler(num_train_timesteps=1000, schedule="scaled_linear_beta", beta_start=0.0005, beta_end=0.0195)
+
+
+def time_training_steps(model: DiffusionModelUNet, batch: torch.Tensor, n_steps: int, warmup: int = 1) -> float:
+    """Seconds per training step (mean over ``n_steps`` after ``warmup``), tutorial-style, fp32."""
+    scheduler = tutorial_scheduler()
+    inferer = DiffusionInferer(scheduler)
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-5)
+    model.train()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        noise = torch.randn_like(batch)
+        timesteps = torch.randint(0, inferer.scheduler.num_train_timesteps, (batch.shape[0],), device=batch.device).long()
+        prediction = inferer(inputs=batch, diffusion_model=model, noise=noise, timesteps=timesteps)
+        loss = torch.nn.functional.mse_loss(prediction.float(), noise.float())
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(n_steps):
+        step()
+    return (time.perf_counter() - start) / n_steps
+
+
+@torch.no_grad()
+def time_denoising_steps(model: DiffusionModelUNet, shape: tuple[int, ...], n_steps: int, warmup: int = 1) -> float:
+    """Seconds per DDPM denoising step at batch 1 (the tutorial's ``inferer.sample`` loop body), fp32.
+
+    A 1000-step volume costs 1000x this: the network call dominates and every DDPM step is the same
+    network call plus an O(voxels) update, so timing a subset of steps and multiplying is exact up
+    to timer noise.
+    """
+    scheduler = tutorial_scheduler()
+    scheduler.set_timesteps(num_inference_steps=1000)
+    model.eval()
+    image = torch.randn((1, *shape))
+    timesteps = list(scheduler.timesteps)
+    for t in timesteps[:warmup]:
+        output = model(image, timesteps=torch.tensor((t,)))
+        image, _ = scheduler.step(output, t, image)
+    start = time.perf_counter()
+    for t in timesteps[warmup : warmup + n_steps]:
+        output = model(image, timesteps=torch.tensor((t,)))
+        image, _ = scheduler.step(output, t, image)
+    return (time.perf_counter() - start) / n_steps
