@@ -1,0 +1,273 @@
+"""Generate volumes from a :class:`~medsynth.models.bundle.SamplingBundle`: the sampling core.
+
+Determinism: sample i uses its own ``torch.Generator`` seeded with ``seeds[i]``, on the CPU; it
+draws the initial noise and then, in order, every stochastic step's noise, which is moved to the
+device afterwards. Nothing else is random, so a volume is a function of (``seeds[i]``, settings)
+alone, whatever ``batch_size``, device count or position in the run. :func:`sample_seed` derives
+``seeds[i]`` from a run's base seed and the sample index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from medsynth.errors import ConfigError
+from medsynth.models.bundle import SamplingBundle
+from medsynth.sampling.samplers import build_sampler
+
+PRECISIONS = ("auto", "32", "bf16", "16")
+_PRECISION_ALIASES = {
+    "auto": "auto",
+    "32": "32",
+    "fp32": "32",
+    "32-true": "32",
+    "bf16": "bf16",
+    "bf16-mixed": "bf16",
+    "16": "16",
+    "fp16": "16",
+    "16-mixed": "16",
+}
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """The generator seed of sample ``index`` in a run with base ``seed`` (63-bit, via numpy SeedSequence)."""
+    state = np.random.SeedSequence([int(seed), int(index)]).generate_state(2, dtype=np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1]))
+
+
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    """``None``: the first CUDA device if there is one, else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """bfloat16 runs natively: CUDA with bf16 support, or an x86 CPU with AVX-512 BF16 / AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+        amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+        return bool((check and check()) or (amx and amx()))
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` where the device runs it natively, else ``32``; validates the name."""
+    key = _PRECISION_ALIASES.get(str(precision))
+    if key is None:
+        raise ConfigError(
+            "precision", f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})"
+        )
+    if key == "auto":
+        return "bf16" if bf16_supported(device) else "32"
+    if key == "16" and device.type != "cuda":
+        raise ConfigError("precision", "fp16 autocast needs a CUDA device; use bf16 or 32 on the CPU")
+    return key
+
+
+def autocast(device: torch.device, precision: str):
+    """Autocast context for the network forward pass (the sampler update itself stays float32)."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if precision == "16":
+        return torch.autocast(device_type=device.type, dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+@dataclass
+class GeneratedBatch:
+    """One finished batch: sample positions in ``seeds``, (b, 1, D, H, W) float32 CPU volumes, seconds."""
+
+    positions: list[int]
+    volumes: torch.Tensor
+    seconds: float
+
+
+def validate_conditions(
+    bundle: SamplingBundle,
+    n: int,
+    guidance_scale: float,
+    class_labels: Sequence[int] | None,
+    covariates: np.ndarray | None,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Check the requested conditions against what the model was trained with.
+
+    Returns (class_labels (N,) long or None, covariates (N, K) float32 or None).
+    Raises :class:`ConfigError` naming ``label``, ``covariates`` or ``guidance_scale``.
+    """
+    spec = bundle.conditioning
+    if float(guidance_scale) != 1.0:
+        if not spec.conditional:
+            raise ConfigError(
+                "guidance_scale",
+                f"is {guidance_scale} but the model is unconditional; guidance needs a conditional model",
+            )
+        if not spec.guidance_trained:
+            raise ConfigError(
+                "guidance_scale",
+                f"is {guidance_scale} but the model was trained without condition dropout (no unconditional branch)",
+            )
+    labels = None
+    if class_labels is not None:
+        if spec.num_classes == 0:
+            raise ConfigError("label", "the model was trained without class labels")
+        labels = torch.as_tensor(list(class_labels), dtype=torch.long)
+        if labels.shape != (n,):
+            raise ConfigError("label", f"expected {n} class labels (one per seed), got {tuple(labels.shape)}")
+        bad = [int(v) for v in labels if not 0 <= int(v) < spec.num_classes]
+        if bad:
+            raise ConfigError(
+                "label",
+                f"class index {bad[0]} is not one the model was trained with (0..{spec.num_classes - 1})",
+            )
+    elif spec.num_classes > 0 and not spec.guidance_trained:
+        raise ConfigError("label", f"the model needs a class label (trained with {spec.num_classes} classes)")
+    covs = None
+    if covariates is not None:
+        if not spec.covariate_keys:
+            raise ConfigError("covariates", "the model was trained without covariates")
+        covs = torch.as_tensor(np.asarray(covariates, dtype=np.float32))
+        if covs.shape != (n, len(spec.covariate_keys)):
+            raise ConfigError(
+                "covariates",
+                f"expected shape ({n}, {len(spec.covariate_keys)}) for {spec.covariate_keys}, got {tuple(covs.shape)}",
+            )
+    elif spec.covariate_keys and not spec.guidance_trained:
+        raise ConfigError(
+            "covariates", f"the model needs covariate values for {', '.join(spec.covariate_keys)}"
+        )
+    return labels, covs
+
+
+def iter_generate(
+    bundle: SamplingBundle,
+    seeds: Sequence[int],
+    sampler: str = "ddim",
+    steps: int | None = 50,
+    eta: float = 0.0,
+    guidance_scale: float = 1.0,
+    class_labels: Sequence[int] | None = None,
+    covariates: np.ndarray | None = None,
+    batch_size: int = 4,
+    device: torch.device | str | None = None,
+    precision: str = "auto",
+    on_step: Callable[[float], None] | None = None,
+) -> Iterator[GeneratedBatch]:
+    """Generate ``len(seeds)`` volumes batch by batch (see :func:`generate_volumes` for arguments).
+
+    ``on_step(volumes)`` is called after every network step with the fraction of volumes it
+    advanced (batch size / number of steps), for progress bars.
+    """
+    if batch_size < 1:
+        raise ConfigError("batch_size", f"must be >= 1, got {batch_size}")
+    seeds = [int(s) for s in seeds]
+    labels, covs = validate_conditions(bundle, len(seeds), guidance_scale, class_labels, covariates)
+    device = resolve_device(device)
+    precision = resolve_precision(precision, device)
+    solver = build_sampler(sampler, bundle.diffusion, steps, eta)
+    n_evals = len(solver.timesteps())
+    latent = tuple(bundle.representation.latent_shape(tuple(bundle.geometry.shape)))
+    network = bundle.network.to(device).eval()
+    guidance = float(guidance_scale)
+
+    for start in range(0, len(seeds), batch_size):
+        t0 = time.perf_counter()
+        positions = list(range(start, min(start + batch_size, len(seeds))))
+        generators = [torch.Generator(device="cpu").manual_seed(seeds[p]) for p in positions]
+        x_init = torch.stack([torch.randn(latent, generator=g, dtype=torch.float32) for g in generators]).to(
+            device
+        )
+        batch_labels = labels[positions].to(device) if labels is not None else None
+        batch_covs = covs[positions].to(device) if covs is not None else None
+
+        def noise(shape: tuple[int, ...], generators=generators) -> torch.Tensor:
+            return torch.stack(
+                [torch.randn(shape[1:], generator=g, dtype=torch.float32) for g in generators]
+            ).to(device)
+
+        def model(
+            x_t: torch.Tensor, t: int, batch_labels=batch_labels, batch_covs=batch_covs
+        ) -> torch.Tensor:
+            timesteps = torch.full((x_t.shape[0],), int(t), dtype=torch.long, device=device)
+            with autocast(device, precision):
+                out = network(x_t, timesteps, class_labels=batch_labels, covariates=batch_covs).float()
+                if guidance != 1.0:
+                    uncond = network(x_t, timesteps, class_labels=None, covariates=None).float()
+                    out = uncond + guidance * (out - uncond)
+            return out
+
+        with torch.inference_mode():
+            x = x_init
+            for x in solver.run(model, x_init, noise):  # noqa: B007 (x: the last step's output)
+                if on_step is not None:
+                    on_step(len(positions) / n_evals)
+            volumes = bundle.representation.decode(x.float()).clamp(-1.0, 1.0).float().cpu()
+        yield GeneratedBatch(positions=positions, volumes=volumes, seconds=time.perf_counter() - t0)
+
+
+def generate_volumes(
+    bundle: SamplingBundle,
+    seeds: Sequence[int],
+    sampler: str = "ddim",
+    steps: int | None = 50,
+    eta: float = 0.0,
+    guidance_scale: float = 1.0,
+    class_labels: Sequence[int] | None = None,
+    covariates: np.ndarray | None = None,
+    batch_size: int = 4,
+    device: torch.device | None = None,
+    precision: str = "auto",
+    progress: bool = False,
+) -> torch.Tensor:
+    """Sample one volume per seed.
+
+    Args:
+        bundle: the model and its training settings (``load_for_sampling`` or ``DiffusionModule.sampling_bundle``).
+        seeds: one generator seed per volume; volume i depends on ``seeds[i]`` and the settings only.
+        sampler: ``ddpm`` | ``ddim`` | ``pndm`` | ``dpmpp``.
+        steps: network evaluations (pndm adds its Runge-Kutta warm-up); ``None``: the sampler's default.
+        eta: DDIM stochasticity (0 deterministic, 1 DDPM-like); ignored by the others.
+        guidance_scale: classifier-free guidance weight (1 = plain conditional sampling).
+        class_labels: (N,) class indices for a class-conditional model.
+        covariates: (N, K) float covariates in ``bundle.conditioning.covariate_keys`` order.
+        batch_size: volumes per network call.
+        device: ``None`` = CUDA if available, else CPU.
+        precision: ``auto`` (bf16 where native), ``32``, ``bf16`` or ``16`` (CUDA) autocast.
+        progress: show a rich progress bar.
+
+    Returns:
+        (N, 1, D, H, W) float32 CPU tensor in [-1, 1] (model intensity space).
+    """
+    from medsynth.sampling.progress import generation_progress
+
+    out: list[torch.Tensor | None] = [None] * len(seeds)
+    with generation_progress(disable=not progress) as bar:
+        task = bar.add_task(f"sampling ({sampler})", total=len(seeds))
+        for batch in iter_generate(
+            bundle,
+            seeds,
+            sampler=sampler,
+            steps=steps,
+            eta=eta,
+            guidance_scale=guidance_scale,
+            class_labels=class_labels,
+            covariates=covariates,
+            batch_size=batch_size,
+            device=device,
+            precision=precision,
+            on_step=lambda v: bar.advance(task, v),
+        ):
+            for j, p in enumerate(batch.positions):
+                out[p] = batch.volumes[j : j + 1]
+    if not out:
+        shape = tuple(bundle.geometry.shape)
+        return torch.empty((0, 1, *shape), dtype=torch.float32)
+    return torch.cat(out, dim=0)  # type: ignore[arg-type]
