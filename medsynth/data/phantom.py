@@ -100,7 +100,9 @@ def draw_parameters(rng: np.random.Generator, ranges: PhantomRanges | None = Non
     )
 
 
-def grid_affine(shape: tuple[int, int, int], fov_mm: tuple[float, float, float] = FIELD_OF_VIEW_MM) -> np.ndarray:
+def grid_affine(
+    shape: tuple[int, int, int], fov_mm: tuple[float, float, float] = FIELD_OF_VIEW_MM
+) -> np.ndarray:
     """RAS affine (4, 4) of a grid of ``shape`` voxels covering ``fov_mm``, centred on the origin."""
     spacing = np.asarray(fov_mm, dtype=np.float64) / np.asarray(shape, dtype=np.float64)
     affine = np.diag([*spacing, 1.0])
@@ -109,7 +111,10 @@ def grid_affine(shape: tuple[int, int, int], fov_mm: tuple[float, float, float] 
 
 
 def render_phantom(
-    params: PhantomParameters, shape: tuple[int, int, int], rng: np.random.Generator, affine: np.ndarray | None = None
+    params: PhantomParameters,
+    shape: tuple[int, int, int],
+    rng: np.random.Generator,
+    affine: np.ndarray | None = None,
 ) -> np.ndarray:
     """Render a phantom on a grid.
 
@@ -142,13 +147,22 @@ def render_phantom(
         ventricle = ellipsoid(cx, 4.0, 8.0, 5.0 * s, 22.0 * s, 9.0 * s) <= 1.0
         vol[ventricle & brain] = params.intensity_csf
     if params.has_lesion:
-        lesion = ellipsoid(params.lesion_x, params.lesion_y, params.lesion_z, *(params.lesion_radius,) * 3) <= 1.0
+        lesion = (
+            ellipsoid(params.lesion_x, params.lesion_y, params.lesion_z, *(params.lesion_radius,) * 3) <= 1.0
+        )
         vol[lesion & brain] = params.intensity_lesion
 
     # smooth multiplicative bias field: a random linear + quadratic polynomial in normalised mm
     coeffs = rng.normal(size=6).astype(np.float32)
     nx, ny, nz = x / head[0], y / head[1], z / head[2]
-    field = coeffs[0] * nx + coeffs[1] * ny + coeffs[2] * nz + coeffs[3] * nx * ny + coeffs[4] * ny * nz + coeffs[5] * nz**2
+    field = (
+        coeffs[0] * nx
+        + coeffs[1] * ny
+        + coeffs[2] * nz
+        + coeffs[3] * nx * ny
+        + coeffs[4] * ny * nz
+        + coeffs[5] * nz**2
+    )
     field /= max(float(np.abs(field).max()), 1e-6)
     vol *= 1.0 + params.bias_strength * field
     vol += rng.normal(0.0, params.noise_sigma, size=shape).astype(np.float32)
@@ -156,9 +170,12 @@ def render_phantom(
 
 
 def make_phantom(
-    shape: tuple[int, int, int], rng: np.random.Generator, ranges: PhantomRanges | None = None
+    shape: tuple[int, int, int],
+    rng: np.random.Generator,
+    ranges: PhantomRanges | None = None,
+    fov_mm: tuple[float, float, float] = FIELD_OF_VIEW_MM,
 ) -> tuple[np.ndarray, np.ndarray, PhantomParameters]:
     """Draw and render one phantom. Returns (volume (X, Y, Z) float32, affine (4, 4), parameters)."""
     params = draw_parameters(rng, ranges)
-    affine = grid_affine(shape)
+    affine = grid_affine(shape, fov_mm)
     return render_phantom(params, shape, rng, affine), affine, params
