@@ -1,0 +1,278 @@
+"""``DiffusionModule``: the Lightning module that trains a 3D DDPM on MONAI's ``DiffusionModelUNet``.
+
+One training step (shapes for a batch of B volumes of (D, H, W) voxels):
+    image (B, 1, D, H, W) in [-1, 1] --representation.encode--> x0 (B, C, d, h, w)
+    t ~ U{0..T-1} (B,), noise ~ N(0, I), x_t = sqrt(a_t) x0 + sqrt(1 - a_t) noise  (MONAI DDPMScheduler)
+    loss = mean_b w_b * mean_voxels (net(x_t, t, cond) - target)^2    (target: noise | v | x0; w: min-SNR or 1)
+
+Noise, timesteps and condition dropout come from a generator seeded by (seed, global step, rank),
+so a resumed run draws exactly what an uninterrupted run would have drawn. An EMA copy of the
+network (``self.ema``, torch ``AveragedModel``) is updated after every optimizer step, used for
+validation, previews and sampling, and saved in every checkpoint. ``checkpoint["medsynth"]`` holds
+what sampling needs (see :mod:`medsynth.models.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.utilities import grad_norm
+
+from medsynth.models.bundle import (
+    ConditioningSpec,
+    DiffusionSettings,
+    Geometry,
+    IntensityMapping,
+    SamplingBundle,
+)
+from medsynth.models.ema import build_ema
+from medsynth.models.losses import (
+    build_train_scheduler,
+    diffusion_loss,
+    min_snr_weight,
+    prediction_target,
+    signal_to_noise,
+)
+from medsynth.models.networks import ConditionedUNet, unet_kwargs_from_config
+from medsynth.models.representation import build_representation, default_representation_name
+from medsynth.models.schedules import warmup_cosine
+
+#: version of the ``checkpoint["medsynth"]`` layout
+CHECKPOINT_FORMAT = 1
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """16 hex digits of the SHA-256 of the model-defining config (data, model, diffusion, optim)."""
+    relevant = {key: config.get(key) for key in ("data", "model", "diffusion", "optim", "seed")}
+    text = json.dumps(relevant, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def resolve_representation_name(name: str, shape: tuple[int, int, int]) -> str:
+    """``auto`` -> wavelet for shapes of 64^3 and above, pixel below; other names unchanged."""
+    return default_representation_name(shape) if name == "auto" else name
+
+
+class DiffusionModule(pl.LightningModule):
+    """3D DDPM training on a pixel or wavelet representation with optional conditioning and EMA.
+
+    Args:
+        config: the resolved training config as a plain dict (groups ``model``, ``diffusion``,
+            ``optim``, ``trainer``, ``seed``); saved as the checkpoint's hyper-parameters.
+        geometry: {"shape": [D, H, W], "spacing": [mm x3], "affine": 4x4 list} of the prepared data.
+        conditioning: :class:`ConditioningSpec` fields.
+        intensity: :class:`IntensityMapping` fields or None.
+        covariate_mean, covariate_std: (K,) training-set statistics of the covariates.
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        geometry: dict[str, Any],
+        conditioning: dict[str, Any] | None = None,
+        intensity: dict[str, Any] | None = None,
+        covariate_mean: list[float] | None = None,
+        covariate_std: list[float] | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.config = config
+        model_cfg, diff_cfg = config["model"], config["diffusion"]
+        self.geometry = geometry
+        self.image_shape = tuple(int(s) for s in geometry["shape"])
+        self.representation_name = resolve_representation_name(model_cfg["representation"], self.image_shape)
+        self.representation = build_representation(self.representation_name)
+        channels = self.representation.latent_shape(self.image_shape)[0]
+        self.network_kwargs = unet_kwargs_from_config(_AttrDict(model_cfg), channels)
+        self.conditioning = ConditioningSpec(**(conditioning or {}))
+        self.intensity = intensity
+        self.network = ConditionedUNet(
+            self.network_kwargs,
+            num_classes=self.conditioning.num_classes,
+            num_covariates=len(self.conditioning.covariate_keys),
+            covariate_mean=covariate_mean,
+            covariate_std=covariate_std,
+        )
+        self.ema = build_ema(
+            self.network, float(model_cfg["ema_decay"]), bool(model_cfg.get("ema_warmup", True))
+        )
+        if model_cfg.get("gradient_checkpointing", False):
+            self.network.enable_gradient_checkpointing()
+        self.diffusion = DiffusionSettings(
+            num_train_timesteps=int(diff_cfg["num_train_timesteps"]),
+            schedule=str(diff_cfg["schedule"]),
+            beta_start=float(diff_cfg["beta_start"]),
+            beta_end=float(diff_cfg["beta_end"]),
+            prediction_type=str(diff_cfg["prediction_type"]),
+            clip_sample=bool(diff_cfg.get("clip_sample", True)),
+        )
+        self.scheduler = build_train_scheduler(self.diffusion)
+        self.loss_kind = str(diff_cfg.get("loss", "mse"))
+        gamma = diff_cfg.get("min_snr_gamma")
+        self.min_snr_gamma = None if gamma is None else float(gamma)
+        self.cond_drop_prob = (
+            float(model_cfg.get("cond_drop_prob", 0.0)) if self.conditioning.conditional else 0.0
+        )
+        self.seed = int(config.get("seed", 0))
+        self.config_hash = config_hash(config)
+
+    # ------------------------------------------------------------------ training
+    def _generator(self, *key: int) -> torch.Generator:
+        """A generator on this module's device seeded by (seed, *key): reproducible across resumes."""
+        seed = int(np.random.SeedSequence([self.seed, *key]).generate_state(1, dtype=np.uint64)[0] >> 1)
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def _conditions(self, batch: dict[str, Any]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        labels = batch.get("class_label") if self.conditioning.num_classes > 0 else None
+        covariates = batch.get("covariates") if self.conditioning.covariate_keys else None
+        return labels, covariates
+
+    def _loss(
+        self, network: torch.nn.Module, batch: dict[str, Any], generator: torch.Generator, train: bool
+    ) -> torch.Tensor:
+        x0 = self.representation.encode(batch["image"].float())
+        batch_size = x0.shape[0]
+        noise = torch.randn(x0.shape, generator=generator, device=self.device, dtype=x0.dtype)
+        timesteps = torch.randint(
+            0, self.diffusion.num_train_timesteps, (batch_size,), generator=generator, device=self.device
+        )
+        drop = None
+        if train and self.cond_drop_prob > 0:
+            drop = torch.rand(batch_size, generator=generator, device=self.device) < self.cond_drop_prob
+        noisy = self.scheduler.add_noise(x0, noise, timesteps)
+        labels, covariates = self._conditions(batch)
+        prediction = network(
+            noisy, timesteps, class_labels=labels, covariates=covariates, drop_condition=drop
+        )
+        target = prediction_target(self.scheduler, x0, noise, timesteps, self.diffusion.prediction_type)
+        weights = None
+        if self.min_snr_gamma is not None:
+            weights = min_snr_weight(
+                signal_to_noise(self.scheduler, timesteps), self.min_snr_gamma, self.diffusion.prediction_type
+            )
+        return diffusion_loss(prediction, target, self.loss_kind, weights)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        generator = self._generator(0, self.global_step, self.global_rank, batch_idx)
+        loss = self._loss(self.network, batch, generator, train=True)
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["image"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """Loss of the EMA network with noise/timesteps fixed per (rank, batch): comparable across steps."""
+        generator = self._generator(1, self.global_rank, batch_idx)
+        loss = self._loss(self.ema.module, batch, generator, train=False)
+        self.log(
+            "val/loss", loss, prog_bar=True, sync_dist=True, on_epoch=True, batch_size=batch["image"].shape[0]
+        )
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        norms = grad_norm(self.network, norm_type=2)
+        total = norms.get("grad_2.0_norm_total")
+        if total is not None:
+            self.log("train/grad_norm", total, sync_dist=True)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if (batch_idx + 1) % max(int(self.trainer.accumulate_grad_batches), 1) == 0:
+            self.ema.update_parameters(self.network)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optim = self.config["optim"]
+        optimizer = torch.optim.AdamW(
+            self.network.parameters(),
+            lr=float(optim["lr"]),
+            weight_decay=float(optim["weight_decay"]),
+            betas=tuple(float(b) for b in optim["betas"]),
+        )
+        total = (
+            int(self.trainer.max_steps)
+            if self.trainer.max_steps and self.trainer.max_steps > 0
+            else int(self.trainer.estimated_stepping_batches)
+        )
+        scheduler = warmup_cosine(optimizer, int(optim["warmup_steps"]), total, float(optim["min_lr_ratio"]))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------ sampling contract
+    def sampling_metadata(self) -> dict[str, Any]:
+        """The ``checkpoint["medsynth"]`` section: everything sampling needs besides the weights."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "representation": self.representation_name,
+            "diffusion": asdict(self.diffusion),
+            "conditioning": asdict(self.conditioning),
+            "geometry": {
+                "shape": [int(s) for s in self.geometry["shape"]],
+                "spacing": [float(s) for s in self.geometry["spacing"]],
+                "affine": [[float(v) for v in row] for row in self.geometry["affine"]],
+            },
+            "intensity": self.intensity,
+            "network": self.network_kwargs,
+            "config_hash": self.config_hash,
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["medsynth"] = self.sampling_metadata()
+
+    def sampling_bundle(self, use_ema: bool = True) -> SamplingBundle:
+        """A :class:`SamplingBundle` over a copy of the live (or EMA) weights, in eval mode on this device."""
+        source = self.ema.module if use_ema else self.network
+        network = build_network(self.network_kwargs, self.conditioning)
+        network.load_state_dict(source.state_dict())
+        network.to(self.device).eval().requires_grad_(False)
+        return bundle_from_metadata(
+            self.sampling_metadata(), network, checkpoint_path="", checkpoint_sha256="", used_ema=use_ema
+        )
+
+
+def build_network(network_kwargs: dict[str, Any], conditioning: ConditioningSpec) -> ConditionedUNet:
+    """A fresh :class:`ConditionedUNet` of the given architecture and conditioning (weights random)."""
+    return ConditionedUNet(
+        network_kwargs,
+        num_classes=conditioning.num_classes,
+        num_covariates=len(conditioning.covariate_keys),
+    )
+
+
+def bundle_from_metadata(
+    meta: dict[str, Any],
+    network: torch.nn.Module,
+    checkpoint_path: str,
+    checkpoint_sha256: str,
+    used_ema: bool,
+) -> SamplingBundle:
+    """Assemble a :class:`SamplingBundle` from a ``checkpoint["medsynth"]`` section and a loaded network."""
+    geometry = meta["geometry"]
+    intensity = meta.get("intensity")
+    return SamplingBundle(
+        network=network,
+        representation=build_representation(meta["representation"]),
+        diffusion=DiffusionSettings(**meta["diffusion"]),
+        conditioning=ConditioningSpec(**meta["conditioning"]),
+        geometry=Geometry(
+            shape=tuple(int(s) for s in geometry["shape"]),
+            spacing=tuple(float(s) for s in geometry["spacing"]),
+            affine=np.asarray(geometry["affine"], dtype=np.float64),
+        ),
+        intensity=IntensityMapping(**intensity) if intensity else None,
+        checkpoint_path=checkpoint_path,
+        checkpoint_sha256=checkpoint_sha256,
+        config_hash=str(meta.get("config_hash", "")),
+        used_ema=used_ema,
+    )
+
+
+class _AttrDict(dict):
+    """Attribute access over a plain dict (so config helpers accept OmegaConf nodes and dicts alike)."""
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError as err:
+            raise AttributeError(key) from err
