@@ -1,0 +1,67 @@
+"""medsynth reader study: the Streamlit entry point (``medsynth study serve``).
+
+Thin on purpose: every decision (who may see what, validation, storage) is made by
+``medsynth.study.service``; this file routes between the sign-in, reader and admin views.
+The database URL comes from ``MEDSYNTH_STUDY_DB`` or ``-- --db URL`` after the script name.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import admin_view  # noqa: E402
+import login_view  # noqa: E402
+import reader_view  # noqa: E402
+import style  # noqa: E402
+
+from medsynth.study.service import AuthError, StudyService  # noqa: E402
+
+SESSION_KEY = "reader_session"
+
+
+def database_url() -> str | None:
+    args = sys.argv[1:]
+    if "--db" in args and args.index("--db") + 1 < len(args):
+        return args[args.index("--db") + 1]
+    return os.environ.get("MEDSYNTH_STUDY_DB")
+
+
+@st.cache_resource(show_spinner=False)
+def get_service(url: str) -> StudyService:
+    return StudyService(url)
+
+
+def main() -> None:
+    st.set_page_config(page_title="medsynth reader study", page_icon="🩻", layout="wide")
+    style.apply()
+    url = database_url()
+    if not url:
+        st.error("No study database: start the app with `medsynth study serve db=URL`.")
+        return
+    service = get_service(url)
+    session = st.session_state.get(SESSION_KEY)
+    if session is None:
+        login_view.render(service, SESSION_KEY)
+        return
+    with st.sidebar:
+        st.markdown(f"**{session.name}** · {session.role}")
+        if st.button("Sign out", key="sign_out"):
+            st.session_state.clear()
+            st.rerun()
+    try:
+        if session.role == "admin":
+            admin_view.render(service, session)
+        else:
+            reader_view.render(service, session)
+    except AuthError:
+        st.session_state.clear()
+        st.error("Your access was revoked or your session expired: please sign in again.")
+
+
+main()

@@ -1,0 +1,126 @@
+"""Streamlit pages through streamlit.testing.v1.AppTest: sign-in, reader view, admin view."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+from streamlit.testing.v1 import AppTest
+
+from medsynth.data.phantom import make_phantom
+from medsynth.study import db as study_db
+from medsynth.study.models import Answer
+from medsynth.study.questions import load_questions
+from medsynth.study.service import StudyService
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "reader_study" / "app.py")
+RENDER = {
+    "grid": [16, 18, 20], "png_size": 64, "default_preset": "auto", "auto_percentiles": [1.0, 99.5],
+    "rescale_from_unit": None, "presets": {"ct_brain": {"level": 40, "width": 80}},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("app")
+    rng = np.random.default_rng(3)
+    files = []
+    for i in range(6):
+        vol, affine, _ = make_phantom((16, 16, 16), rng)
+        files.append(root / f"case_{i}.nii.gz")
+        nib.save(nib.Nifti1Image(vol, affine), str(files[-1]))
+    url = f"sqlite:///{root / 'study.db'}"
+    service = StudyService(url)
+    questions = load_questions(ROOT / "conf/study_questions/default.yaml")
+    service.create_study("app-study", files[:3], files[3:], questions, RENDER, repeat_fraction=0.0)
+    tokens = {
+        name: service.add_reader("app-study", name, role)
+        for name, role in [("ann", "reader"), ("bob", "reader"), ("boss", "admin")]
+    }
+    yield url, tokens, service
+    study_db.dispose_engines()
+
+
+def _app(url, monkeypatch) -> AppTest:
+    monkeypatch.setenv("MEDSYNTH_STUDY_DB", url)
+    return AppTest.from_file(APP, default_timeout=60).run()
+
+
+def _sign_in(at: AppTest, token: str) -> AppTest:
+    at.text_input(key="token").input(token)
+    return at.button[0].click().run()
+
+
+def _submit(at: AppTest) -> AppTest:
+    return next(b for b in at.button if b.label.startswith("Submit")).click().run()
+
+
+def _markdown(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.markdown)
+
+
+def test_without_database_the_app_says_how_to_start(monkeypatch):
+    monkeypatch.delenv("MEDSYNTH_STUDY_DB", raising=False)
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception and "medsynth study serve" in at.error[0].value
+
+
+def test_bad_token_is_refused(study, monkeypatch):
+    url, _, _ = study
+    at = _sign_in(_app(url, monkeypatch), "nope.nope")
+    assert not at.exception and "Unknown or inactive token" in at.error[0].value
+    assert "reader_session" not in at.session_state
+
+
+def test_reader_view_rates_a_case_and_moves_on(study, monkeypatch):
+    url, tokens, service = study
+    at = _sign_in(_app(url, monkeypatch), tokens["ann"])
+    assert not at.exception
+    assert "Case 1 of 6" in _markdown(at)
+    assert [s.key.split("_")[1] for s in at.slider] == ["axial", "coronal", "sagittal"]
+    assert [s.max for s in at.slider] == [19, 17, 15]  # grid (X, Y, Z) = (16, 18, 20)
+    assert len(at.get("image")) == 3
+    # nothing that names the source reaches the page
+    assert "case_" not in _markdown(at).replace("case k", "")
+    # an incomplete form is refused and nothing is stored
+    at.radio(key="q_0_called_synthetic").set_value(True)
+    at = _submit(at)
+    assert at.error and "needs an answer" in at.error[0].value
+    for key, value in {
+        "called_synthetic": True,
+        "confidence": 4,
+        "realism": 2,
+        "slice_consistency": 3,
+        "anatomy": 5,
+    }.items():
+        at.radio(key=f"q_0_{key}").set_value(value)
+    at.text_area(key="q_0_comment").input("edges look smooth")
+    at = _submit(at)
+    assert not at.exception and "Case 2 of 6" in _markdown(at)
+    with study_db.read_session(service.factory) as s:
+        assert s.scalar(select(func.count()).select_from(Answer)) == 6
+    # the slider re-renders the plane, the window preset switches
+    at.slider[0].set_value(3).run()
+    at.selectbox(key="window_preset").set_value("manual").run()
+    assert not at.exception and at.number_input(key="level_1") is not None
+
+
+def test_admin_view_shows_progress_and_export(study, monkeypatch):
+    url, tokens, _ = study
+    at = _sign_in(_app(url, monkeypatch), tokens["boss"])
+    assert not at.exception
+    assert "Study · app-study" in _markdown(at)
+    labels = {m.label: m.value for m in at.metric}
+    assert labels["Cases (real / synthetic)"] == "3 / 3" and labels["Readers"] == "2"
+    assert len(at.dataframe) == 1 and list(at.dataframe[0].value.reader) == ["ann", "bob"]
+    assert not at.slider  # no viewer for the admin
+
+
+def test_reader_never_gets_the_admin_page(study, monkeypatch):
+    url, tokens, _ = study
+    at = _sign_in(_app(url, monkeypatch), tokens["bob"])
+    assert not at.metric and "Study ·" not in _markdown(at) and "Case 1 of 6" in _markdown(at)
