@@ -64,4 +64,12 @@ def bootstrap_ci(
         finite_or_none(result.confidence_interval.low),
         finite_or_none(result.confidence_interval.high),
     )
+    if (low is None or high is None) and settings.method == "percentile":
+        # some resamples are degenerate (e.g. a constant resample for a rank correlation on few
+        # cases): take the percentile interval over the resamples where the statistic is defined
+        draws = np.asarray(result.bootstrap_distribution, dtype=float)
+        defined = draws[np.isfinite(draws)]
+        if defined.size >= max(2, draws.size // 2):
+            tail = 50.0 * (1.0 - settings.confidence_level)
+            low, high = (float(v) for v in np.percentile(defined, [tail, 100.0 - tail]))
     return None if low is None or high is None else [low, high]

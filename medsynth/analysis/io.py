@@ -125,7 +125,7 @@ def load_ratings(path: str | Path, scale_min: int = 1, scale_max: int = 5) -> pd
         row = frame[duplicated].iloc[0]
         raise InputFileError(
             path,
-            f"reader '{row.reader_id}' rated case '{row.case_id}' twice with repeat={row.repeat} "
+            f"reader '{row['reader_id']}' rated case '{row['case_id']}' twice with repeat={row['repeat']} "
             f"(line {_first_bad_line(duplicated)})",
         )
     firsts = frame[frame["repeat"] == 0]
@@ -134,7 +134,7 @@ def load_ratings(path: str | Path, scale_min: int = 1, scale_max: int = 5) -> pd
         row = orphans[orphans["_merge"] == "left_only"].iloc[0]
         raise InputFileError(
             path,
-            f"reader '{row.reader_id}' has a repeat of case '{row.case_id}' but no first showing (repeat=0)",
+            f"reader '{row['reader_id']}' has a repeat of case '{row['case_id']}' but no first showing (repeat=0)",
         )
     return frame.reset_index(drop=True)
 
