@@ -1,0 +1,273 @@
+"""``medsynth data prepare``: check every input, then preprocess in parallel with atomic writes.
+
+1. discover the inputs (folder, CSV manifest, Decathlon json, DICOM series folders, one file);
+2. check every volume not already done (read, geometry, dimensions, finite values, usable range);
+   with ``on_error=stop`` any bad file stops the run before anything is written, each bad file
+   on its own line; with ``on_error=skip`` they go to ``skipped.csv``;
+3. preprocess the good ones over ``num_workers`` processes; each output is written to a temporary
+   name and renamed, with a small record in ``out_dir/.medsynth-prepare/`` so a rerun skips the
+   files already done with the same settings and the same source;
+4. write ``manifest.csv`` and ``preprocessing.json`` (contracts in conf/data_prepare.yaml).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig
+
+from medsynth import __version__
+from medsynth.data.discovery import SourceItem, check_config_path, discover
+from medsynth.data.preprocessing import PreprocessSettings, intensity_window, preprocess_volume, select_volume
+from medsynth.data.progress import progress_bar
+from medsynth.data.validation import load_checked_volume
+from medsynth.data.writing import write_nifti
+from medsynth.errors import ConfigError, InputFileError, MedsynthError
+from medsynth.io.atomic import atomic_write_text, remove_stale_temporaries
+
+RECORD_DIR = ".medsynth-prepare"
+PREPROCESSING_VERSION = 1
+ON_ERROR = ("stop", "skip")
+
+
+class BadInputsError(MedsynthError):
+    """Some inputs are unusable and ``on_error=stop``: the per-file lines were already printed."""
+
+
+def settings_hash(settings: PreprocessSettings) -> str:
+    """Short hash of everything that changes an output volume."""
+    text = json.dumps(settings.as_dict(), sort_keys=True) + __version__
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def source_signature(path: Path) -> str:
+    """Size + modification time of a file, or of every file in a DICOM folder (changes when the source does)."""
+    try:
+        files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+        parts = [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]
+    except OSError:
+        return ""
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _record_path(out_dir: Path, subject_id: str) -> Path:
+    return out_dir / RECORD_DIR / f"{subject_id}.json"
+
+
+def finished_row(item: SourceItem, out_dir: Path, digest: str) -> dict | None:
+    """The manifest row of an output already prepared from the same source with the same settings."""
+    record_file = _record_path(out_dir, item.subject_id)
+    if not record_file.is_file() or not (out_dir / f"{item.subject_id}.nii.gz").is_file():
+        return None
+    try:
+        record = json.loads(record_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if record.get("settings_hash") != digest or record.get("source_signature") != source_signature(
+        item.source
+    ):
+        return None
+    return record.get("row")
+
+
+def check_item(item: SourceItem, settings: PreprocessSettings) -> str | None:
+    """Why ``item`` cannot be prepared (``"<path>: <reason>"``), or None if it can."""
+    if item.problem:
+        return str(InputFileError(item.source, item.problem))
+    try:
+        volume = load_checked_volume(item.source, allow_4d=True)
+        array, _ = select_volume(volume, settings.volume_index)
+        low, high = intensity_window(array, settings)
+        if not high > low:
+            raise InputFileError(
+                item.source, f"constant image (all voxels {low:g}), no intensity range to normalise"
+            )
+    except InputFileError as err:
+        return str(err)
+    return None
+
+
+def process_item(
+    item: SourceItem, settings: PreprocessSettings, out_dir: Path, digest: str
+) -> tuple[dict, list[str]]:
+    """Preprocess one volume, write it and its record atomically; return (manifest row, warnings)."""
+    volume = load_checked_volume(item.source, allow_4d=True)
+    array, affine, low, high, warnings = preprocess_volume(volume, settings)
+    file_name = f"{item.subject_id}.nii.gz"
+    write_nifti(out_dir / file_name, array, affine)
+    row = {
+        "file": file_name,
+        "subject_id": item.subject_id,
+        "source": str(item.source),
+        "intensity_low": low,
+        "intensity_high": high,
+        **item.columns,
+    }
+    record = {"settings_hash": digest, "source_signature": source_signature(item.source), "row": row}
+    atomic_write_text(_record_path(out_dir, item.subject_id), json.dumps(record, default=str))
+    return row, warnings
+
+
+def _worker_init() -> None:
+    """One torch thread per process: parallelism is over files (threads on 64^3 ops only contend)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def run_parallel(fn: Callable, jobs: Sequence[tuple], workers: int, label: str, show: bool) -> list:
+    """``[fn(*job) for job in jobs]`` over ``workers`` processes, in order, with a progress bar.
+
+    Exceptions other than InputFileError propagate (a bug); InputFileError is returned in place.
+    """
+    results: list = [None] * len(jobs)
+    if not jobs:
+        return results
+    with progress_bar(show) as bar:
+        task = bar.add_task(label, total=len(jobs))
+        if workers <= 1 or len(jobs) == 1:
+            for i, job in enumerate(jobs):
+                results[i] = _call(fn, job)
+                bar.advance(task)
+            return results
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=_worker_init) as pool:
+            futures = {pool.submit(_call, fn, job): i for i, job in enumerate(jobs)}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                bar.advance(task)
+    return results
+
+
+def _call(fn: Callable, job: tuple):
+    try:
+        return fn(*job)
+    except InputFileError as err:
+        return err
+
+
+def preprocessing_record(settings: PreprocessSettings, input_path: Path) -> dict:
+    """Content of preprocessing.json (the prepared-dataset contract)."""
+    return {
+        "version": PREPROCESSING_VERSION,
+        "shape": list(settings.shape),
+        "spacing": list(settings.spacing),
+        "orientation": "RAS",
+        "intensity": settings.intensity_record(),
+        "volume_index": settings.volume_index,
+        "interpolation": settings.interpolation,
+        "crop_foreground": {
+            "enabled": settings.crop_foreground,
+            "threshold": settings.foreground_threshold,
+            "margin_mm": settings.margin_mm,
+        },
+        "input": str(input_path),
+        "medsynth_version": __version__,
+    }
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def prepare_dataset(cfg: DictConfig) -> dict:
+    """Run the whole stage; return counts {prepared, already_done, skipped, total}.
+
+    Raises:
+        BadInputsError: bad inputs with ``on_error=stop`` (each already printed on its own line).
+        InputFileError / ConfigError: a problem with the input as a whole or with the config.
+    """
+    input_path = check_config_path("input", cfg.input)
+    out_dir = check_config_path("out_dir", cfg.out_dir)
+    on_error = str(cfg.on_error)
+    if on_error not in ON_ERROR:
+        raise ConfigError("on_error", f"expected stop or skip, got '{on_error}'")
+    if input_path.exists() and input_path.resolve() == out_dir.resolve():
+        raise ConfigError("out_dir", "must differ from input (prepared files would overwrite the sources)")
+    settings = PreprocessSettings.from_config(cfg)
+    digest = settings_hash(settings)
+    workers = max(1, int(cfg.num_workers))
+    show = bool(cfg.progress)
+
+    items = discover(
+        input_path, list(cfg.manifest.path_columns), str(cfg.decathlon_section), exclude=[out_dir]
+    )
+    done = (
+        {item.subject_id: finished_row(item, out_dir, digest) for item in items} if out_dir.is_dir() else {}
+    )
+    pending = [item for item in items if done.get(item.subject_id) is None]
+
+    problems = run_parallel(check_item, [(item, settings) for item in pending], workers, "checking", show)
+    bad = [
+        (item, problem if isinstance(problem, str) else str(problem))
+        for item, problem in zip(pending, problems, strict=True)
+        if problem
+    ]
+    if bad and on_error == "stop":
+        for _, line in bad:
+            _say(f"medsynth data prepare: bad input: {line}")
+        raise BadInputsError(
+            f"{len(bad)} of {len(items)} input(s) unusable; nothing written (on_error=skip prepares the rest)"
+        )
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out_dir)
+    remove_stale_temporaries(out_dir / RECORD_DIR)
+    bad_ids = {item.subject_id for item, _ in bad}
+    todo = [item for item in pending if item.subject_id not in bad_ids]
+    outcomes = run_parallel(
+        process_item, [(item, settings, out_dir, digest) for item in todo], workers, "preparing", show
+    )
+    rows_by_id = {sid: row for sid, row in done.items() if row is not None}
+    prepared = 0
+    for item, outcome in zip(todo, outcomes, strict=True):
+        if isinstance(outcome, InputFileError):
+            if on_error == "stop":
+                raise outcome
+            bad.append((item, str(outcome)))
+            continue
+        row, warnings = outcome
+        for warning in warnings:
+            _say(f"medsynth data prepare: warning: {warning}")
+        rows_by_id[item.subject_id] = row
+        prepared += 1
+
+    if on_error == "skip":
+        skipped = pd.DataFrame(
+            [{"path": str(item.source), "subject_id": item.subject_id, "reason": line} for item, line in bad],
+            columns=["path", "subject_id", "reason"],
+        )
+        atomic_write_text(out_dir / "skipped.csv", skipped.to_csv(index=False))
+        for _, line in bad:
+            _say(f"medsynth data prepare: skipped: {line}")
+    rows = [rows_by_id[item.subject_id] for item in items if item.subject_id in rows_by_id]
+    if not rows:
+        raise InputFileError(input_path, "no usable volume (see skipped.csv)")
+    atomic_write_text(out_dir / "manifest.csv", pd.DataFrame(rows).to_csv(index=False))
+    record = preprocessing_record(settings, input_path)
+    atomic_write_text(out_dir / "preprocessing.json", json.dumps(record, indent=2) + "\n")
+    return {
+        "prepared": prepared,
+        "already_done": len(items) - len(pending),
+        "skipped": len(bad),
+        "total": len(items),
+    }
+
+
+def run_prepare(cfg: DictConfig) -> int:
+    """CLI body: prepare and print a one-line summary."""
+    start = time.perf_counter()
+    _worker_init()
+    counts = prepare_dataset(cfg)
+    seconds = time.perf_counter() - start
+    print(
+        f"prepared {counts['prepared']} volume(s), {counts['already_done']} already done, "
+        f"{counts['skipped']} skipped, into {cfg.out_dir} in {seconds:.1f} s"
+    )
+    return 0
