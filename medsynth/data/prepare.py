@@ -262,9 +262,15 @@ def prepare_dataset(cfg: DictConfig) -> dict:
 
 def run_prepare(cfg: DictConfig) -> int:
     """CLI body: prepare and print a one-line summary."""
+    import torch
+
     start = time.perf_counter()
+    threads = torch.get_num_threads()
     _worker_init()
-    counts = prepare_dataset(cfg)
+    try:
+        counts = prepare_dataset(cfg)
+    finally:
+        torch.set_num_threads(threads)
     seconds = time.perf_counter() - start
     print(
         f"prepared {counts['prepared']} volume(s), {counts['already_done']} already done, "

@@ -45,8 +45,20 @@ def check_gzip_stream(path: Path) -> None:
         raise InputFileError(path, f"corrupt gzip ({_one_line(err)})") from None
 
 
+def _is_dir(path: Path) -> bool:
+    """``path.is_dir()``, but a folder we may not even look into is reported, not raised."""
+    try:
+        path.stat()
+    except PermissionError:
+        raise InputFileError(path, "cannot read file (permission denied)") from None
+    except OSError:
+        return False
+    return path.is_dir()
+
+
 def check_readable_file(path: Path) -> None:
     """Existence, type, size and permission checks that need no image library."""
+    _is_dir(path)
     if not path.exists():
         raise InputFileError(path, "file does not exist")
     if path.is_dir():
@@ -101,7 +113,7 @@ def load_checked_volume(path: str | Path, allow_4d: bool = False) -> Volume:
         InputFileError: with the path and one-line reason.
     """
     path = Path(path)
-    if path.is_dir():
+    if _is_dir(path):
         if not os.access(path, os.R_OK | os.X_OK):
             raise InputFileError(path, "cannot read folder (permission denied)")
         try:
