@@ -115,6 +115,7 @@ def test_model_ranking_through_the_cli(tmp_path, capsys, form):
         capsys.readouterr().err
     )
     ranking = json.loads((out / "summary.json").read_text())["model_ranking"]
+    assert {p.name for p in (out / "figures").glob("*.png")} == {"roc.png", "realism.png", "metrics.png"}
     assert ranking["expert_ranking"] == ["good", "mid", "bad"]
     assert set(ranking["metrics"]) == {"frd", "kid.mean", "kid.std", "bogus_score"}  # n_real is bookkeeping
     frd = ranking["metrics"]["frd"]

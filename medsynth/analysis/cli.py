@@ -7,6 +7,7 @@ medsynth analyze simulate per_image=CSV real_dir=DIR out=ratings.csv readers=3 s
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from medsynth.analysis.simulation import RealismModel, simulate_ratings
 from medsynth.analysis.summary import AnalysisSettings, analyze
 from medsynth.config import compose_stage, format_defaults, require
 from medsynth.errors import ConfigError, InputFileError
-from medsynth.io.atomic import atomic_path, atomic_write_text, remove_stale_temporaries
+from medsynth.io.atomic import atomic_path, atomic_write_bytes, atomic_write_text, remove_stale_temporaries
 
 CONFIG = "analyze"
 
@@ -31,7 +32,7 @@ DESCRIPTION = """medsynth analyze: compare blinded expert ratings with automatic
   medsynth analyze ratings=CSV per_image=CSV [set_metrics=...] out_dir=DIR
   medsynth analyze db=URL [study=NAME] per_image=CSV out_dir=DIR
       -> DIR/summary.json (DESIGN.md keys), DIR/report.html (self-contained, figures embedded),
-         DIR/case_realism.csv (per-case mean realism)
+         DIR/case_realism.csv (per-case mean realism), DIR/figures/*.png
       Reader accuracy/sensitivity/specificity (exact binomial test, Clopper-Pearson), ROC AUC with a
       bootstrap CI, Cohen/Fleiss kappa, Krippendorff's alpha, ICC(2,1), intra-reader agreement,
       Mann-Whitney real vs synthetic realism, Spearman/Kendall of each per-image metric vs mean
@@ -144,7 +145,6 @@ def run_analyze(cfg: DictConfig) -> int:
         if isinstance(spec, list):
             raise ConfigError("set_metrics", "expected {model: metrics.json, ...} or a folder, got a list")
     if cfg.db is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(out_dir)
         ratings_path = ratings_from_study(str(cfg.db), cfg.get("study"), out_dir)
     else:
@@ -162,7 +162,7 @@ def run_analyze(cfg: DictConfig) -> int:
         [] if per_image is None else per_image.notes,
     )
     try:
-        page, _ = render_report(
+        page, figures = render_report(
             result,
             (settings.scale_min, settings.scale_max),
             int(cfg.report.dpi),
@@ -175,6 +175,9 @@ def run_analyze(cfg: DictConfig) -> int:
     remove_stale_temporaries(out_dir)
     with atomic_path(out_dir / "case_realism.csv") as tmp:
         result.cases.reset_index().to_csv(tmp, index=False)
+    if cfg.report.save_png:
+        for name, b64 in figures.items():
+            atomic_write_bytes(out_dir / "figures" / f"{name}.png", base64.b64decode(b64))
     atomic_write_text(out_dir / "report.html", page)
     atomic_write_text(out_dir / "summary.json", text + "\n")
     for line in result.summary["plain_language"]:
