@@ -9,13 +9,16 @@ import importlib.util
 
 import pandas as pd
 import streamlit as st
+import style
 
 from medsynth.study.service import ReaderSession, StudyService
 
 
 def render(service: StudyService, session: ReaderSession) -> None:
     status = service.study_status(session)
-    st.markdown(f"<p class='case-header'>Study · {status['study']}</p>", unsafe_allow_html=True)
+    head, who = st.columns([3, 1], vertical_alignment="center")
+    head.markdown(f"<p class='case-header'>Study · {status['study']}</p>", unsafe_allow_html=True)
+    style.account_bar(who, session.name, session.role)
     cols = st.columns(5)
     cols[0].metric("Status", status["status"])
     cols[1].metric("Cases (real / synthetic)", f"{status['real_cases']} / {status['synthetic_cases']}")

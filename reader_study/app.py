@@ -49,11 +49,6 @@ def main() -> None:
     if session is None:
         login_view.render(service, SESSION_KEY)
         return
-    with st.sidebar:
-        st.markdown(f"**{session.name}** · {session.role}")
-        if st.button("Sign out", key="sign_out"):
-            st.session_state.clear()
-            st.rerun()
     try:
         if session.role == "admin":
             admin_view.render(service, session)

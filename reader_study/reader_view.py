@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 import streamlit as st
+import style
 import viewer
 
 from medsynth.study.questions import AnswerError
@@ -41,17 +42,18 @@ def render(service: StudyService, session: ReaderSession) -> None:
     case = service.current_case(session)
     progress = service.progress(session)
     if case is None:
+        style.account_bar(st, session.name, session.role)
         st.markdown(f"<p class='case-header'>All {progress.total} cases done</p>", unsafe_allow_html=True)
         st.success("Thank you: every answer is saved. You can close this tab.")
         return
     started = st.session_state.setdefault(f"t0_{case.position}", time.monotonic())
-    head, bar = st.columns([1, 2])
+    head, bar, who = st.columns([1.3, 2, 0.9], vertical_alignment="center")
+    head.markdown(f"<p class='case-header'>Case {case.number} of {case.total}</p>", unsafe_allow_html=True)
     head.markdown(
-        f"<p class='case-header' data-testid='case-progress'>Case {case.number} of {case.total}</p>"
-        f"<span class='case-sub'>{info['name']} · case {case.opaque_id}</span>",
-        unsafe_allow_html=True,
+        f"<span class='case-sub'>{info['name']} · case {case.opaque_id}</span>", unsafe_allow_html=True
     )
     bar.progress(progress.done / max(progress.total, 1), text=f"{progress.done} of {progress.total} answered")
+    style.account_bar(who, session.name, session.role)
     if info["status"] != "open":
         st.warning("The study is closed: answers are not accepted.")
     images, form_column = st.columns([3.3, 1.2], gap="medium")

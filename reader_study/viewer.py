@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from medsynth.study.rendering import PLANES, Window, auto_window
+from medsynth.study.rendering import PLANES, Window, auto_window, resolve_window
 from medsynth.study.service import ReaderSession, StudyService
 
 
@@ -21,6 +21,12 @@ def window_controls(
         format_func=lambda p: {"auto": "Auto (MR percentile)", "manual": "Manual W/L"}.get(p, p.replace("_", " ")),
     )  # fmt: skip
     manual = None
+    if preset != "manual":
+        shown = resolve_window(service.display_volume(session, position), preset, render)
+        cols[1].markdown(
+            f"<div class='case-sub' style='padding-top:2.1rem'>W {shown.width:.4g} · L {shown.level:.4g}</div>",
+            unsafe_allow_html=True,
+        )
     if preset == "manual":
         volume = service.display_volume(session, position)
         start = auto_window(volume, render.get("auto_percentiles", (1, 99.5)))
