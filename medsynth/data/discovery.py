@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from medsynth.data.reading import VOLUME_SUFFIXES, is_volume_file, strip_volume_suffix, volume_suffix
-from medsynth.errors import ConfigError, InputFileError
+from medsynth.errors import InputFileError
 
 #: manifest columns that prepare writes itself and so never carries over
 RESERVED_COLUMNS = ("file", "subject_id", "source", "intensity_low", "intensity_high")
@@ -189,10 +189,3 @@ def discover(
     if not items:
         raise InputFileError(path, f"no volumes found ({', '.join(VOLUME_SUFFIXES)} or DICOM series folders)")
     return _unique_ids(items)
-
-
-def check_config_path(key: str, value: object) -> Path:
-    """A required path option as a Path (ConfigError when missing)."""
-    if value is None or str(value) in ("", "???"):
-        raise ConfigError(key, f"is required (pass {key}=...)")
-    return Path(str(value))

@@ -24,7 +24,8 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from medsynth import __version__
-from medsynth.data.discovery import SourceItem, check_config_path, discover
+from medsynth.config import require
+from medsynth.data.discovery import SourceItem, discover
 from medsynth.data.preprocessing import PreprocessSettings, intensity_window, preprocess_volume, select_volume
 from medsynth.data.progress import progress_bar
 from medsynth.data.validation import load_checked_volume
@@ -183,8 +184,8 @@ def prepare_dataset(cfg: DictConfig) -> dict:
         BadInputsError: bad inputs with ``on_error=stop`` (each already printed on its own line).
         InputFileError / ConfigError: a problem with the input as a whole or with the config.
     """
-    input_path = check_config_path("input", cfg.input)
-    out_dir = check_config_path("out_dir", cfg.out_dir)
+    input_path = Path(str(require(cfg, "input")))
+    out_dir = Path(str(require(cfg, "out_dir")))
     on_error = str(cfg.on_error)
     if on_error not in ON_ERROR:
         raise ConfigError("on_error", f"expected stop or skip, got '{on_error}'")
