@@ -54,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"medsynth {stage}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `medsynth <stage> --help | head`: the reader went away, not an error
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":
