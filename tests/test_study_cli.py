@@ -151,6 +151,8 @@ def test_demo_builds_a_study_with_private_tokens(tmp_path, capsys):
         (["add-reader", "db=sqlite:///{tmp}/s.db", "name=bob", "role=boss"], "role"),
         (["export", "db=sqlite:///{tmp}/s.db", "study=none"], "study"),
         (["frobnicate"], "frobnicate"),
+        (["serve", "db=sqlite:///{tmp}/empty.db"], "holds no study"),
+        (["add-reader", "name=x"], "db"),
         (
             ["create", "db=sqlite:///{tmp}/s.db", "real_dir={real}", "synthetic_dir={syn}", "n_cases=30"],
             "n_cases",

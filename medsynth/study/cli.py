@@ -7,7 +7,6 @@ Every command opens the database given by ``db=`` and upgrades it to the newest 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -250,7 +249,11 @@ def cmd_serve(cfg: DictConfig) -> int:
     print(
         f"serving {cfg.db} at http://{cfg.address}:{int(cfg.port)}  (Ctrl-C stops; answers are saved at once)"
     )
-    return subprocess.call(streamlit_command(cfg), env=serve_env(cfg))
+    sys.stdout.flush()
+    command = streamlit_command(cfg)
+    # replace this process with Streamlit so that signals (Ctrl-C, SIGTERM from a supervisor) reach it
+    os.execve(command[0], command, serve_env(cfg))
+    return 0  # pragma: no cover - execve does not return
 
 
 def cmd_demo(cfg: DictConfig) -> int:
