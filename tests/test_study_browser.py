@@ -2,11 +2,13 @@
 
 A reader signs in, rates 3 cases, reloads, signs in again and resumes at case 4; the admin
 exports ratings.csv and gets exactly those 3 rated showings. The reader view is saved as
-test-artifacts/reader_view.png (and docs/img/reader_view.png for the README).
+test-artifacts/reader_view.png (and docs/img/reader_view.png for the README when missing or with
+MEDSYNTH_UPDATE_SCREENSHOTS=1).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -151,8 +153,10 @@ def test_reader_rates_reloads_resumes_and_admin_exports(server, browser):
     artifacts = ROOT / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     page.screenshot(path=str(artifacts / "reader_view.png"), full_page=True)
-    (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(artifacts / "reader_view.png", ROOT / "docs" / "img" / "reader_view.png")
+    readme_image = ROOT / "docs" / "img" / "reader_view.png"
+    if not readme_image.exists() or os.environ.get("MEDSYNTH_UPDATE_SCREENSHOTS") == "1":
+        readme_image.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(artifacts / "reader_view.png", readme_image)
     html = page.content()
     assert "scan_" not in html and ".nii" not in html  # no file name reaches the browser
 
