@@ -12,11 +12,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -123,8 +124,10 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def run_parallel(fn: Callable, jobs: Sequence[tuple], workers: int, label: str, show: bool) -> list:
-    """``[fn(*job) for job in jobs]`` over ``workers`` processes, in order, with a progress bar.
+def run_parallel(
+    fn: Callable, jobs: Sequence[tuple], pool: ProcessPoolExecutor | None, label: str, show: bool
+) -> list:
+    """``[fn(*job) for job in jobs]`` in ``pool`` (or here when None), in order, with a progress bar.
 
     Exceptions other than InputFileError propagate (a bug); InputFileError is returned in place.
     """
@@ -133,17 +136,31 @@ def run_parallel(fn: Callable, jobs: Sequence[tuple], workers: int, label: str, 
         return results
     with progress_bar(show) as bar:
         task = bar.add_task(label, total=len(jobs))
-        if workers <= 1 or len(jobs) == 1:
+        if pool is None or len(jobs) == 1:
             for i, job in enumerate(jobs):
                 results[i] = _call(fn, job)
                 bar.advance(task)
             return results
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=_worker_init) as pool:
-            futures = {pool.submit(_call, fn, job): i for i, job in enumerate(jobs)}
-            for future in as_completed(futures):
-                results[futures[future]] = future.result()
-                bar.advance(task)
+        futures = {pool.submit(_call, fn, job): i for i, job in enumerate(jobs)}
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            bar.advance(task)
     return results
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int, n_jobs: int) -> Iterator[ProcessPoolExecutor | None]:
+    """A process pool shared by the check and write passes (None: run in this process).
+
+    torch and MONAI are imported before the pool forks, so workers start without re-importing them.
+    """
+    if workers <= 1 or n_jobs <= 1:
+        yield None
+        return
+    import monai.transforms  # noqa: F401  (warm import inherited by forked workers)
+
+    with ProcessPoolExecutor(max_workers=min(workers, n_jobs), initializer=_worker_init) as pool:
+        yield pool
 
 
 def _call(fn: Callable, job: tuple):
@@ -204,27 +221,22 @@ def prepare_dataset(cfg: DictConfig) -> dict:
     )
     pending = [item for item in items if done.get(item.subject_id) is None]
 
-    problems = run_parallel(check_item, [(item, settings) for item in pending], workers, "checking", show)
-    bad = [
-        (item, problem if isinstance(problem, str) else str(problem))
-        for item, problem in zip(pending, problems, strict=True)
-        if problem
-    ]
-    if bad and on_error == "stop":
-        for _, line in bad:
-            _say(f"medsynth data prepare: bad input: {line}")
-        raise BadInputsError(
-            f"{len(bad)} of {len(items)} input(s) unusable; nothing written (on_error=skip prepares the rest)"
-        )
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out_dir)
-    remove_stale_temporaries(out_dir / RECORD_DIR)
-    bad_ids = {item.subject_id for item, _ in bad}
-    todo = [item for item in pending if item.subject_id not in bad_ids]
-    outcomes = run_parallel(
-        process_item, [(item, settings, out_dir, digest) for item in todo], workers, "preparing", show
-    )
+    with worker_pool(workers, len(pending)) as pool:
+        problems = run_parallel(check_item, [(item, settings) for item in pending], pool, "checking", show)
+        bad = [(item, str(problem)) for item, problem in zip(pending, problems, strict=True) if problem]
+        if bad and on_error == "stop":
+            for _, line in bad:
+                _say(f"medsynth data prepare: bad input: {line}")
+            raise BadInputsError(
+                f"{len(bad)} of {len(items)} input(s) unusable; nothing written (on_error=skip prepares the rest)"
+            )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out_dir)
+        remove_stale_temporaries(out_dir / RECORD_DIR)
+        bad_ids = {item.subject_id for item, _ in bad}
+        todo = [item for item in pending if item.subject_id not in bad_ids]
+        jobs = [(item, settings, out_dir, digest) for item in todo]
+        outcomes = run_parallel(process_item, jobs, pool, "preparing", show)
     rows_by_id = {sid: row for sid, row in done.items() if row is not None}
     prepared = 0
     for item, outcome in zip(todo, outcomes, strict=True):
