@@ -51,7 +51,9 @@ def monai_scheduler(settings: DiffusionSettings, kind: str = "ddpm"):
     common = {"num_train_timesteps": settings.num_train_timesteps, "schedule": settings.schedule}
     if kind == "pndm":
         # the network output is converted to epsilon before it reaches the scheduler
-        return PNDMScheduler(**common, skip_prk_steps=False, prediction_type="epsilon", **schedule_args)
+        # PLMS without the Runge-Kutta warm-up: MONAI 1.6.1's PRK warm-up does not converge on an exact
+        # Gaussian denoiser (std 0.377 instead of 0.300 at 200 steps, tests/test_sampling_generate.py)
+        return PNDMScheduler(**common, skip_prk_steps=True, prediction_type="epsilon", **schedule_args)
     if kind == "ddim":
         return DDIMScheduler(
             **common, clip_sample=settings.clip_sample, prediction_type="epsilon", **schedule_args
@@ -138,17 +140,20 @@ class DDIMSampler(Sampler):
         # the same grid as MONAI 1.6's DDIMScheduler.set_timesteps
         return torch.linspace(self.T - 1, 0, self.num_steps).round().long().tolist()
 
+    def update(self, pred: Prediction, x: torch.Tensor, t: int, prev: int, noise: NoiseFn) -> torch.Tensor:
+        """x_t -> x_prev (prev = -1: clean data), DDIM eq. 12 with sigma_t(eta) of eq. 16."""
+        a_t, a_prev = self.alpha_bar(t).to(x.dtype), self.alpha_bar(prev).to(x.dtype)
+        sigma = self.eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).clamp(min=0).sqrt()
+        x_prev = a_prev.sqrt() * pred.x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * pred.eps
+        if self.eta > 0 and prev >= 0:
+            x_prev = x_prev + sigma * noise(tuple(x.shape))
+        return x_prev
+
     def run(self, model, x, noise):
         ts = self.timesteps()
         for i, t in enumerate(ts):
             prev = ts[i + 1] if i + 1 < len(ts) else -1
-            pred = self._predict(model, x, t)
-            a_t, a_prev = self.alpha_bar(t).to(x.dtype), self.alpha_bar(prev).to(x.dtype)
-            # sigma_t(eta), DDIM eq. 16
-            sigma = self.eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).clamp(min=0).sqrt()
-            x = a_prev.sqrt() * pred.x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * pred.eps
-            if self.eta > 0 and prev >= 0:
-                x = x + sigma * noise(tuple(x.shape))
+            x = self.update(self._predict(model, x, t), x, t, prev, noise)
             yield x
 
 
@@ -167,12 +172,7 @@ class DDPMSampler(DDIMSampler):
 
 
 class PNDMSampler(Sampler):
-    """Pseudo numerical methods (Liu et al. 2022) through MONAI's PNDMScheduler (deterministic)."""
-
-    def __init__(self, settings: DiffusionSettings, steps: int | None, eta: float = 0.0):
-        super().__init__(settings, steps, eta)
-        if self.num_steps < 4:
-            raise ConfigError("steps", "pndm needs at least 4 steps (its Runge-Kutta warm-up)")
+    """Pseudo linear multistep (PLMS, Liu et al. 2022) through MONAI's PNDMScheduler (deterministic)."""
 
     def _scheduler(self):
         scheduler = monai_scheduler(self.settings, "pndm")
@@ -193,13 +193,19 @@ class PNDMSampler(Sampler):
 class DPMSolverPP2MSampler(Sampler):
     """DPM-Solver++(2M): second-order multistep in log-SNR, data prediction; good at 10-25 steps.
 
-    Grid: n network evaluations at ``linspace(0, T-1, n+1)`` reversed without its last point
-    (diffusers' "linspace" spacing), the final step lands on clean data (sigma = 0).
+    Grid: n network evaluations at the training timesteps nearest to a uniform grid in log-SNR
+    lambda = log(alpha / sigma) from t = T-1 down to t = 0 (the "logSNR" skip type of the
+    DPM-Solver paper; duplicates after rounding are dropped); the final step goes from t = 0 to
+    clean data (sigma = 0, where the update is x = x0). On an exact Gaussian denoiser a
+    time-uniform grid overshoots the data std by 15% at 20 steps, this grid by 0.3%.
     """
 
     def timesteps(self) -> list[int]:
-        grid = torch.linspace(0, self.T - 1, self.num_steps + 1).round().long().flip(0)
-        return grid[:-1].tolist()
+        ab = self.alphas_cumprod
+        lam = 0.5 * (ab.log() - (1 - ab).log())
+        targets = torch.linspace(float(lam[self.T - 1]), float(lam[0]), self.num_steps, dtype=torch.float64)
+        nearest = (lam[None, :] - targets[:, None]).abs().argmin(dim=1).tolist()
+        return sorted(set(nearest), reverse=True)
 
     def _alpha_sigma_lambda(self, t: int) -> tuple[float, float, float]:
         a = float(self.alpha_bar(t))

@@ -1,0 +1,207 @@
+"""``medsynth sample ckpt=PATH num_samples=N out_dir=DIR [key=value ...]``: a synthetic NIfTI dataset.
+
+Order of work: compose the config, load the checkpoint, fix the plan (files, seeds, labels),
+check every setting and any files already in ``out_dir``; only then create files. Finished
+samples are skipped on a rerun (their header carries the settings key), ``overwrite=true``
+regenerates them. Outputs: ``sample_NNNNN.nii.gz``, ``manifest.csv``, ``datalist.json``,
+``contact_sheet.png``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from medsynth.config import compose_stage, format_defaults, require
+from medsynth.errors import ConfigError, InputFileError
+from medsynth.io.atomic import remove_stale_temporaries
+from medsynth.models.bundle import SamplingBundle
+from medsynth.sampling.contact_sheet import write_contact_sheet
+from medsynth.sampling.export import check_export_settings, read_settings_key
+from medsynth.sampling.generate import resolve_device, resolve_precision, validate_conditions
+from medsynth.sampling.manifest import manifest_rows, write_datalist, write_manifest
+from medsynth.sampling.plan import GenerationSettings, SampleSpec, build_plan
+from medsynth.sampling.samplers import build_sampler
+
+DESCRIPTION = """\
+medsynth sample: generate synthetic 3D volumes from a trained checkpoint.
+
+  medsynth sample ckpt=PATH num_samples=N out_dir=DIR [sampler=ddim|ddpm|pndm|dpmpp] [steps=K]
+                  [seed=S] [guidance_scale=G] [label=V | labels={V:COUNT,...}] [devices=N] ...
+
+Writes DIR/sample_00000.nii.gz ... (the training data's affine and spacing), DIR/manifest.csv
+(seed, sampler, steps, label/covariates, checkpoint sha256, seconds per volume), DIR/datalist.json
+(MONAI/Decathlon datalist) and DIR/contact_sheet.png. Sample i depends only on (seed, i) and the
+settings; a rerun skips finished files (overwrite=true redoes them).
+
+Default config (conf/sample.yaml; override any key with key=value):
+"""
+
+
+def load_bundle(ckpt: str, use_ema: bool) -> SamplingBundle:
+    """The checkpoint as a SamplingBundle (InputFileError for a missing or foreign file)."""
+    path = Path(ckpt)
+    if not path.is_file():
+        raise InputFileError(path, "checkpoint not found" if not path.exists() else "not a file")
+    from medsynth.models.checkpoint import load_for_sampling
+
+    return load_for_sampling(str(path), use_ema=use_ema, map_location="cpu")
+
+
+def target_device(cfg: DictConfig) -> torch.device:
+    """Device whose precision support decides ``precision=auto`` (and that runs a one-process job)."""
+    devices = int(cfg.devices)
+    if devices > 1:
+        accelerator = str(cfg.accelerator)
+        cuda = accelerator in ("cuda", "gpu") or (
+            accelerator == "auto" and torch.cuda.device_count() >= devices
+        )
+        return torch.device("cuda" if cuda else "cpu")
+    device = str(cfg.device)
+    try:
+        return resolve_device(None if device == "auto" else device)
+    except RuntimeError as err:
+        raise ConfigError("device", str(err)) from None
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+
+
+def prepare(cfg: DictConfig, bundle: SamplingBundle) -> tuple[GenerationSettings, list[SampleSpec]]:
+    """Validate every setting against the checkpoint and fix the plan (raises MedsynthError)."""
+    device = target_device(cfg)
+    sampler_name = str(cfg.sampler.name)
+    solver = build_sampler(sampler_name, bundle.diffusion, cfg.steps, float(cfg.eta))
+    check_export_settings(str(cfg.intensity), str(cfg.dtype), bundle.intensity)
+    if int(cfg.batch_size) < 1:
+        raise ConfigError("batch_size", f"must be >= 1, got {cfg.batch_size}")
+    if int(cfg.devices) < 1:
+        raise ConfigError("devices", f"must be >= 1, got {cfg.devices}")
+    settings = GenerationSettings(
+        sampler=sampler_name,
+        steps=solver.num_steps,
+        eta=float(cfg.eta) if sampler_name == "ddim" else (1.0 if sampler_name == "ddpm" else 0.0),
+        guidance_scale=float(cfg.guidance_scale),
+        precision=resolve_precision(str(cfg.precision), device),
+        intensity=str(cfg.intensity),
+        dtype=str(cfg.dtype),
+        base_seed=int(cfg.seed),
+    )
+    specs, covariates = build_plan(
+        bundle,
+        settings,
+        num_samples=cfg.num_samples,
+        label=_plain(cfg.label),
+        labels=_plain(cfg.labels),
+        covariates=_plain(cfg.covariates),
+    )
+    labels = [s.label_index for s in specs] if specs and specs[0].label_index is not None else None
+    validate_conditions(bundle, len(specs), settings.guidance_scale, labels, covariates)
+    return settings, specs
+
+
+def pending(specs: list[SampleSpec], out_dir: Path, overwrite: bool) -> list[SampleSpec]:
+    """Samples still to make; raises ConfigError if out_dir holds a file made with other settings."""
+    if overwrite:
+        return list(specs)
+    todo = []
+    for spec in specs:
+        path = out_dir / spec.file
+        if not path.exists():
+            todo.append(spec)
+            continue
+        found = read_settings_key(path)
+        if found is None or found[0] != spec.key:
+            raise ConfigError(
+                "out_dir",
+                f"{path} was not made with these settings (or by medsynth); pass overwrite=true or use another out_dir",
+            )
+    return todo
+
+
+def run_sampling(cfg: DictConfig) -> dict[str, Any]:
+    """The whole stage; returns a summary {out_dir, generated, skipped, seconds, manifest}."""
+    ckpt = str(require(cfg, "ckpt"))
+    out_dir = Path(str(require(cfg, "out_dir")))
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputFileError(out_dir, "out_dir exists and is not a folder")
+    bundle = load_bundle(ckpt, bool(cfg.use_ema))
+    settings, specs = prepare(cfg, bundle)
+    todo = pending(specs, out_dir, bool(cfg.overwrite))
+
+    # nothing has been written up to here
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out_dir)
+    start = time.perf_counter()
+    if todo:
+        if int(cfg.devices) > 1:
+            from medsynth.sampling.distributed import write_samples_distributed
+
+            write_samples_distributed(
+                bundle,
+                todo,
+                settings,
+                out_dir,
+                int(cfg.batch_size),
+                devices=int(cfg.devices),
+                accelerator=str(cfg.accelerator),
+                progress=bool(cfg.progress),
+            )
+        else:
+            from medsynth.sampling.writer import write_samples
+
+            write_samples(
+                bundle,
+                todo,
+                settings,
+                out_dir,
+                int(cfg.batch_size),
+                device=target_device(cfg),
+                progress=bool(cfg.progress),
+            )
+    elapsed = time.perf_counter() - start
+
+    seconds: dict[int, float] = {}
+    for spec in specs:
+        found = read_settings_key(out_dir / spec.file)
+        if found is None or found[0] != spec.key:
+            raise InputFileError(out_dir / spec.file, "missing or altered after generation")
+        seconds[spec.index] = found[1]
+    rows = manifest_rows(bundle, settings, specs, seconds)
+    manifest = write_manifest(out_dir, rows)
+    write_datalist(out_dir, bundle, rows)
+    sheet_n = int(OmegaConf.select(cfg, "contact_sheet.num_samples", default=0) or 0)
+    if sheet_n > 0:
+        write_contact_sheet(
+            [out_dir / s.file for s in specs[:sheet_n]],
+            out_dir / "contact_sheet.png",
+            title=f"{Path(ckpt).name}: {settings.sampler}, {settings.steps} steps, seed {settings.base_seed}",
+        )
+    return {
+        "out_dir": str(out_dir),
+        "generated": len(todo),
+        "skipped": len(specs) - len(todo),
+        "seconds": elapsed,
+        "manifest": str(manifest),
+    }
+
+
+def main(argv: list[str]) -> int:
+    if any(arg in ("-h", "--help", "help") for arg in argv):
+        print(DESCRIPTION + format_defaults("sample"))
+        return 0
+    cfg = compose_stage("sample", argv)
+    summary = run_sampling(cfg)
+    rate = (
+        summary["generated"] / summary["seconds"] if summary["seconds"] > 0 and summary["generated"] else 0.0
+    )
+    print(
+        f"medsynth sample: {summary['generated']} generated, {summary['skipped']} already there "
+        f"({rate:.2f} volumes/s) -> {summary['out_dir']} (manifest.csv, datalist.json, contact_sheet.png)"
+    )
+    return 0
