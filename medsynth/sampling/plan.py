@@ -83,7 +83,7 @@ def resolve_labels(
 ) -> tuple[int, list[int] | None]:
     """(number of samples, per-sample class indices or None).
 
-    ``labels={value: count, ...}`` sets the per-class counts (their sum is the number of samples);
+    ``labels={value: count, ...}`` sets the per-class counts (their sum replaces ``num_samples``);
     ``label=value`` gives every sample one class; neither on a class-conditional model spreads the
     samples evenly over the classes (sample i gets class i mod K).
     """
@@ -100,9 +100,9 @@ def resolve_labels(
                     "labels", f"count for {value!r} must be a non-negative integer, got {count!r}"
                 )
             indices += [class_index(bundle, value)] * count
-        if num_samples is not None and num_samples != len(indices):
-            raise ConfigError("num_samples", f"is {num_samples} but labels= asks for {len(indices)} samples")
-        return len(indices), indices
+        if not indices:
+            raise ConfigError("labels", "the per-class counts add up to 0 samples")
+        return len(indices), indices  # the counts replace num_samples
     if num_samples is None or int(num_samples) < 1:
         raise ConfigError("num_samples", f"must be a positive integer, got {num_samples!r}")
     n = int(num_samples)
