@@ -1,0 +1,269 @@
+"""Set-level realism metrics: real set vs synthetic set.
+
+Inputs are feature matrices (N, F) (radiomics, or 3D-ResNet activations) or unit-range volumes
+(N of (X, Y, Z)). Every function returns a finite float; estimators that can dip below their
+identity value through sampling or matrix-square-root numerics are clamped at 0 (documented per
+function), so identical sets give exactly the identity value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from medsynth.errors import InputFileError
+
+
+@dataclass
+class FeatureSpace:
+    """Real and synthetic features standardised by the real set's mean and SD.
+
+    Columns that are non-finite anywhere or constant over the real set are dropped (they cannot
+    be standardised), as frd-score v1 does after its z-scoring. z-scores are clipped to
+    [-z_clip, z_clip]: a feature that barely varies over a small real set would otherwise turn a
+    modest synthetic change into a z of 10^6 and dominate every distance.
+
+    Attributes:
+        real: (N_real, F') z-scores.  synthetic: (N_syn, F') z-scores.  names: the F' kept names.
+    """
+
+    real: np.ndarray
+    synthetic: np.ndarray
+    names: list[str]
+
+    @classmethod
+    def standardise(
+        cls, real: np.ndarray, synthetic: np.ndarray, names: Sequence[str], z_clip: float = 10.0
+    ) -> FeatureSpace:
+        real = np.asarray(real, dtype=np.float64)
+        synthetic = np.asarray(synthetic, dtype=np.float64)
+        finite = np.isfinite(real).all(axis=0) & np.isfinite(synthetic).all(axis=0)
+        mean = np.where(finite, np.nan_to_num(real).mean(axis=0), 0.0)
+        std = np.where(finite, np.nan_to_num(real).std(axis=0), 0.0)
+        keep = finite & (std > 1e-12 * np.maximum(1.0, np.abs(mean)))
+        if not keep.any():
+            raise InputFileError("real_dir", "every radiomics feature is constant over the real set")
+        z_real = np.clip((real[:, keep] - mean[keep]) / std[keep], -z_clip, z_clip)
+        z_syn = np.clip((synthetic[:, keep] - mean[keep]) / std[keep], -z_clip, z_clip)
+        return cls(real=z_real, synthetic=z_syn, names=[n for n, k in zip(names, keep, strict=True) if k])
+
+
+def frechet_radiomics_distance(real: np.ndarray, synthetic: np.ndarray, frd_version: str = "v1") -> float:
+    """Fréchet Radiomics Distance between raw radiomics features (N_real, F) and (N_syn, F).
+
+    frd-score's pipeline for the version: v1 drops images with NaN features, z-scores both sets by
+    the real set's statistics and drops columns that become NaN/Inf; v0 min-max scales by the joint
+    range to [0, 7.4567]. Then ||mu_r - mu_s||^2 + Tr(S_r + S_s - 2 (S_r S_s)^(1/2)) with frd-score's
+    ``calculate_frechet_distance``.
+
+    Returns, for v1, ln(1 + d^2) where d^2 is the squared Fréchet distance clamped at 0 (the matrix
+    square root of a rank-deficient product leaves ~1e-6-sized negative residues for identical sets).
+    frd-score reports ln(d^2), which is -inf for identical sets; ln(1 + d^2) is 0 there and differs
+    from frd-score's value by less than 1/d^2 (< 0.01 once d^2 > 100). For v0, d^2 as frd-score.
+    """
+    from frd_score import frd
+
+    sets = [np.asarray(real, dtype=np.float64), np.asarray(synthetic, dtype=np.float64)]
+    if frd_version == "v1":
+        sets = [s[~np.isnan(s).any(axis=1)].astype(np.float32) for s in sets]
+        if min(len(s) for s in sets) < 2:
+            raise InputFileError("radiomics", "fewer than 2 volumes per set have finite radiomics features")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            normed = [
+                frd.z_score_normalize(
+                    s,
+                    *frd.V1_DEFAULT_NORM_RANGE,
+                    base_distribution=sets[0],
+                    replace_nan=False,
+                    handle_std_zero=False,
+                )
+                for s in sets
+            ]
+        keep = np.ones(normed[0].shape[1], dtype=bool)
+        for s in normed:
+            keep &= np.isfinite(s).all(axis=0)
+        normed = [s[:, keep].astype(np.float64) for s in normed]
+    else:
+        joint = np.concatenate(sets, axis=0)
+        normed = [frd.min_max_normalize(s, *frd.V0_DEFAULT_NORM_RANGE, base_distribution=joint) for s in sets]
+    if normed[0].shape[1] == 0:
+        return 0.0
+    mus = [s.mean(axis=0) for s in normed]
+    sigmas = [np.atleast_2d(np.cov(s, rowvar=False)) for s in normed]
+    value = _finite_nonnegative(
+        float(np.real(frd.calculate_frechet_distance(mus[0], sigmas[0], mus[1], sigmas[1])))
+    )
+    return math.log1p(value) if frd_version == "v1" else value
+
+
+def maximum_mean_discrepancy(real: np.ndarray, synthetic: np.ndarray) -> float:
+    """Unbiased MMD^2 with a linear kernel (Gretton et al. 2012, Eq. 3) on standardised features / sqrt(F).
+
+    The estimator is MONAI's ``MMDMetric``; it is used directly when both sets have the same size.
+    MONAI rejects sets of different sizes, so then the same formula is evaluated here (the tests
+    check both agree). With z-scored features divided by sqrt(F) the expectation is the mean over
+    features of the squared shift of the synthetic mean in real-SD units. The unbiased estimator is
+    negative when two sets are closer than sampling noise (identical sets give -2/(N-1)); it is
+    clamped at 0.
+    """
+    scale = math.sqrt(real.shape[1])
+    y = torch.as_tensor(real / scale, dtype=torch.float64)
+    y_pred = torch.as_tensor(synthetic / scale, dtype=torch.float64)
+    if y.shape == y_pred.shape:
+        from monai.metrics import MMDMetric
+
+        return _finite_nonnegative(float(MMDMetric()(y, y_pred)))
+    return _finite_nonnegative(float(linear_mmd_unbiased(y, y_pred)))
+
+
+def linear_mmd_unbiased(y: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
+    """MONAI's ``compute_mmd`` formula without its equal-size check: y (M, F), y_pred (N, F)."""
+    m, n = y.shape[0], y_pred.shape[0]
+    y_y, p_p = y @ y.T, y_pred @ y_pred.T
+    a = y_y.sum() - y_y.diagonal().sum()
+    b = p_p.sum() - p_p.diagonal().sum()
+    return a / (m * (m - 1)) + b / (n * (n - 1)) - 2.0 * (y_pred @ y.T).sum() / (m * n)
+
+
+def kernel_inception_distance(
+    real: np.ndarray,
+    synthetic: np.ndarray,
+    degree: int = 3,
+    coef0: float = 1.0,
+    subset_size: int = 1000,
+    num_subsets: int = 100,
+    seed: int = 0,
+) -> float:
+    """KID (Bińkowski et al. 2018): unbiased MMD^2 with the kernel (x.y / F + coef0)^degree.
+
+    Written here because torchmetrics' KID is bound to an Inception network; this is the same
+    estimator on any features. Sets no larger than ``subset_size`` are used whole (deterministic);
+    otherwise the mean over ``num_subsets`` random subsets. Clamped at 0 like MMD.
+    """
+    from sklearn.metrics.pairwise import polynomial_kernel
+
+    rng = np.random.default_rng(seed)
+    n = min(len(real), len(synthetic), subset_size)
+    repeats = 1 if max(len(real), len(synthetic)) <= subset_size else num_subsets
+    gamma = 1.0 / real.shape[1]
+    values = []
+    for _ in range(repeats):
+        x = real if len(real) == n else real[rng.choice(len(real), n, replace=False)]
+        y = synthetic if len(synthetic) == n else synthetic[rng.choice(len(synthetic), n, replace=False)]
+        k_xx = polynomial_kernel(x, degree=degree, gamma=gamma, coef0=coef0)
+        k_yy = polynomial_kernel(y, degree=degree, gamma=gamma, coef0=coef0)
+        k_xy = polynomial_kernel(x, y, degree=degree, gamma=gamma, coef0=coef0)
+        off = n * (n - 1)
+        values.append(
+            (k_xx.sum() - np.trace(k_xx)) / off + (k_yy.sum() - np.trace(k_yy)) / off - 2.0 * k_xy.mean()
+        )
+    return _finite_nonnegative(float(np.mean(values)))
+
+
+def precision_recall_density_coverage(real: np.ndarray, synthetic: np.ndarray, nearest_k: int = 5) -> dict:
+    """Naeem et al. 2020 via the ``prdc`` package, k nearest neighbours in feature space.
+
+    ``k`` is lowered to (smallest set size - 1) when a set is too small; the effective k comes back
+    under ``nearest_k``.
+    """
+    from prdc import compute_prdc
+
+    k = int(max(1, min(nearest_k, len(real) - 1, len(synthetic) - 1)))
+    with contextlib.redirect_stdout(io.StringIO()):  # prdc prints the set sizes
+        result = compute_prdc(real_features=real, fake_features=synthetic, nearest_k=k)
+    out = {key: _finite(float(result[key])) for key in ("precision", "recall", "density", "coverage")}
+    out["nearest_k"] = k
+    return out
+
+
+def frechet_distance_of_features(real: np.ndarray, synthetic: np.ndarray) -> float:
+    """MONAI ``FIDMetric`` on (N, F) network features, clamped at 0 (sqrtm residue)."""
+    from monai.metrics import FIDMetric
+
+    value = FIDMetric()(
+        torch.as_tensor(synthetic, dtype=torch.float64), torch.as_tensor(real, dtype=torch.float64)
+    )
+    return _finite_nonnegative(float(value))
+
+
+def fit_ms_ssim_scales(
+    shape: Sequence[int], kernel_size: int, weights: Sequence[float]
+) -> tuple[int, list[float]]:
+    """Kernel size and scale weights that MONAI's 3D MS-SSIM accepts for volumes of ``shape``.
+
+    MONAI requires every side // (len(weights) - 1)^2 > kernel_size - 1. Coarse scales are dropped
+    first (remaining weights rescaled to the same total), then the kernel shrinks (odd sizes, >= 3):
+    e.g. kernel 7 keeps 5 scales at 128^3, 4 at 64^3 and 3 at 32^3.
+    """
+    weights = [float(w) for w in weights]
+    total = sum(weights)
+    smallest = int(min(shape))
+    for size in range(int(kernel_size) | 1, 2, -2):
+        for count in range(len(weights), 1, -1):
+            if smallest // max(1, count - 1) ** 2 > size - 1:
+                kept = weights[:count]
+                return size, [w * total / sum(kept) for w in kept]
+    raise InputFileError("synthetic_dir", f"volumes of shape {list(shape)} are too small for MS-SSIM")
+
+
+def ms_ssim_diversity(
+    volumes: Sequence[np.ndarray],
+    kernel_size: int = 7,
+    kernel_sigma: float = 1.5,
+    weights: Sequence[float] = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333),
+    max_pairs: int = 100,
+    batch_size: int = 8,
+    seed: int = 0,
+    device: torch.device | None = None,
+) -> tuple[float, dict]:
+    """Mean MS-SSIM over pairs of distinct volumes of one set (MONAI ``MultiScaleSSIMMetric``).
+
+    Args:
+        volumes: unit-range volumes (X, Y, Z) of one shape.
+        max_pairs: all pairs if there are at most this many, else this many random distinct pairs.
+
+    Returns:
+        (mean MS-SSIM in [0, 1]: higher = the set is less diverse, and the settings used)
+    """
+    from monai.metrics import MultiScaleSSIMMetric
+
+    n = len(volumes)
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    if len(pairs) > max_pairs:
+        rng = np.random.default_rng(seed)
+        pairs = [pairs[k] for k in sorted(rng.choice(len(pairs), max_pairs, replace=False))]
+    size, fitted = fit_ms_ssim_scales(volumes[0].shape, kernel_size, weights)
+    metric = MultiScaleSSIMMetric(
+        spatial_dims=3,
+        data_range=1.0,
+        kernel_size=size,
+        kernel_sigma=kernel_sigma,
+        weights=fitted,
+        reduction="none",
+    )
+    device = device or torch.device("cpu")
+    scores = []
+    with torch.no_grad():
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start : start + batch_size]
+            a = torch.as_tensor(np.stack([volumes[i] for i, _ in chunk]))[:, None].to(device)
+            b = torch.as_tensor(np.stack([volumes[j] for _, j in chunk]))[:, None].to(device)
+            scores.append(metric(a, b).reshape(-1).cpu())
+    value = float(torch.cat(scores).mean())
+    return _finite(value), {"kernel_size": size, "weights": fitted, "pairs": len(pairs)}
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise FloatingPointError(f"metric is not finite ({value})")
+    return value
+
+
+def _finite_nonnegative(value: float) -> float:
+    return max(0.0, _finite(value))
