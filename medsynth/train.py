@@ -176,8 +176,9 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[Any], Any]:
         ModelCheckpoint(
             dirpath=str(ckpt_dir),
             filename="step_{step:07d}",
+            auto_insert_metric_name=False,
             save_last=True,
-            save_top_k=0,
+            save_top_k=-1 if cb.checkpoint.get("keep_all", False) else 0,
             every_n_train_steps=int(cb.checkpoint.every_n_steps),
             save_on_train_epoch_end=False,
         ),

@@ -24,6 +24,13 @@ TINY_OVERRIDES = [
 ]
 
 
+def run_train(args: list[str]) -> int:
+    """Run ``medsynth train`` in this process through the CLI dispatcher (one-line errors, exit codes)."""
+    from medsynth.cli import main
+
+    return main(["train", *args])
+
+
 def make_prepared(
     folder: Path, n: int = 8, shape: tuple[int, int, int] = (16, 16, 16), seed: int = 0
 ) -> Path:
@@ -45,6 +52,7 @@ def make_prepared(
                 "intensity_low": low,
                 "intensity_high": high,
                 "lesion": int(params.has_lesion),
+                "group": "patient" if i % 2 else "control",
                 "age": float(40 + 3 * i),
             }
         )

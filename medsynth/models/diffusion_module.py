@@ -179,9 +179,11 @@ class DiffusionModule(pl.LightningModule):
         if total is not None:
             self.log("train/grad_norm", total, sync_dist=True)
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if (batch_idx + 1) % max(int(self.trainer.accumulate_grad_batches), 1) == 0:
-            self.ema.update_parameters(self.network)
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """Step the optimizer, then the EMA (here, not in ``on_train_batch_end``: checkpoint callbacks run
+        before the module's batch-end hook, and a checkpoint must hold the EMA of the step it records)."""
+        super().optimizer_step(*args, **kwargs)
+        self.ema.update_parameters(self.network)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optim = self.config["optim"]

@@ -1,0 +1,137 @@
+"""A few-step conditional training run: outputs, logged metrics, load_for_sampling, exact resume."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_helpers import TINY_OVERRIDES, make_prepared, run_train  # noqa: E402
+
+from medsynth.errors import InputFileError  # noqa: E402
+from medsynth.models.checkpoint import load_for_sampling  # noqa: E402
+
+COMMON = [
+    *TINY_OVERRIDES,
+    "data.label_key=group",
+    "data.covariate_keys=[age]",
+    "trainer.max_steps=6",
+    "trainer.val_every_n_steps=3",
+    "callbacks.checkpoint.every_n_steps=2",
+    "callbacks.checkpoint.keep_all=true",
+]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    return make_prepared(tmp_path_factory.mktemp("prepared"), n=8)
+
+
+@pytest.fixture(scope="module")
+def run_a(prepared, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run_a")
+    rc = run_train(
+        [f"data.root={prepared}", f"hydra.run.dir={run_dir}", "callbacks.preview.every_n_steps=3", *COMMON]
+    )
+    assert rc == 0
+    return run_dir
+
+
+def _train_losses(run_dir: Path) -> pd.Series:
+    metrics = pd.read_csv(run_dir / "csv" / "metrics.csv")
+    rows = metrics.dropna(subset=["train/loss"])
+    return rows.set_index("step")["train/loss"]
+
+
+def test_few_step_run_writes_checkpoints_previews_config_and_metrics(run_a):
+    assert (run_a / "checkpoints" / "last.ckpt").is_file()
+    assert (run_a / "checkpoints" / "step_0000002.ckpt").is_file()
+    assert sorted(p.name for p in (run_a / "previews").glob("*.png")) == [
+        "step_0000003.png",
+        "step_0000006.png",
+    ]
+    resolved = (run_a / "config_resolved.yaml").read_text()
+    assert "label_key: group" in resolved and str(run_a) not in ("",)
+    metrics = pd.read_csv(run_a / "csv" / "metrics.csv")
+    for column in ("train/loss", "val/loss", "train/grad_norm", "lr-AdamW"):
+        assert column in metrics.columns, column
+        assert metrics[column].notna().any()
+    best = list((run_a / "checkpoints").glob("best-*.ckpt"))
+    assert len(best) == 1
+    losses = _train_losses(run_a)
+    assert len(losses) == 6 and np.isfinite(losses).all()
+
+
+def test_load_for_sampling_round_trip(run_a, prepared):
+    import nibabel as nib
+
+    path = run_a / "checkpoints" / "last.ckpt"
+    bundle = load_for_sampling(path)
+    checkpoint = torch.load(path, weights_only=True)
+    ema = {
+        k[len("ema.module.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("ema.module.")
+    }
+    for key, value in bundle.network.state_dict().items():
+        assert torch.equal(value, ema[key]), key
+    assert bundle.used_ema and not bundle.network.training
+    assert bundle.representation.name == "pixel"
+    assert bundle.conditioning.num_classes == 2 and bundle.conditioning.class_names == ["control", "patient"]
+    assert bundle.conditioning.covariate_keys == ["age"] and bundle.conditioning.guidance_trained
+    assert bundle.geometry.shape == (16, 16, 16)
+    np.testing.assert_allclose(bundle.geometry.affine, nib.load(str(prepared / "phantom_0000.nii.gz")).affine)
+    assert bundle.intensity.mode == "mr" and bundle.intensity.high > bundle.intensity.low
+    assert len(bundle.checkpoint_sha256) == 64 and bundle.config_hash
+    assert bundle.network.covariate_mean.item() == pytest.approx(
+        np.mean([40 + 3 * i for i in range(8) if True]), abs=15
+    )
+    live = load_for_sampling(path, use_ema=False)
+    assert not live.used_ema
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(live.network.state_dict().values(), bundle.network.state_dict().values(), strict=True)
+    )
+
+    from medsynth.sampling.generate import generate_volumes
+
+    volumes = generate_volumes(
+        bundle, seeds=[0], steps=2, class_labels=[1], covariates=np.array([[50.0]], np.float32)
+    )
+    assert volumes.shape == (1, 1, 16, 16, 16) and torch.isfinite(volumes).all()
+
+
+def test_load_for_sampling_rejects_missing_corrupt_and_foreign(tmp_path, run_a):
+    with pytest.raises(InputFileError, match="no such checkpoint"):
+        load_for_sampling(tmp_path / "nope.ckpt")
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes((run_a / "checkpoints" / "last.ckpt").read_bytes()[:5000])
+    with pytest.raises(InputFileError, match="corrupt"):
+        load_for_sampling(corrupt)
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, foreign)
+    with pytest.raises(InputFileError, match="not a medsynth training checkpoint"):
+        load_for_sampling(foreign)
+
+
+def test_exact_resume_matches_uninterrupted_run(run_a, prepared, tmp_path):
+    run_b = tmp_path / "run_b"
+    mid_epoch = run_a / "checkpoints" / "step_0000002.ckpt"  # 3 batches per epoch: step 2 is mid-epoch
+    rc = run_train(
+        [
+            f"data.root={prepared}",
+            f"hydra.run.dir={run_b}",
+            f"ckpt_path={mid_epoch}",
+            "callbacks.preview.num_samples=0",
+            *COMMON,
+        ]
+    )
+    assert rc == 0
+    uninterrupted, resumed = _train_losses(run_a), _train_losses(run_b)
+    assert list(resumed.index) == [2, 3, 4, 5]  # CSV "step" is the step before the update
+    np.testing.assert_allclose(resumed.values, uninterrupted.loc[resumed.index].values, rtol=1e-4, atol=1e-6)
+    a = torch.load(run_a / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(run_b / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
