@@ -29,6 +29,8 @@ log = logging.getLogger("medsynth.train")
 CONFIG_NAME = "config"
 LOGGER_KINDS = ("tensorboard", "csv", "mlflow", "none")
 PROGRESS_KINDS = ("rich", "tqdm", "none")
+#: exit code after a SIGTERM stopped training (128 + signal 15), checkpoints/last.ckpt saved
+SIGTERM_EXIT_CODE = 143
 
 
 # ---------------------------------------------------------------------------------------------- checks
@@ -361,13 +363,20 @@ def main(argv: Sequence[str]) -> int:
     if not (args.multirun or informational or _is_child_process()):
         compose_checked(args.overrides)  # one-line ConfigError before anything starts
     _ERRORS.clear()
-    _run_hydra(
-        args=args,
-        args_parser=parser,
-        task_function=_task,
-        config_path=str(config_dir()),
-        config_name=CONFIG_NAME,
-    )
+    try:
+        _run_hydra(
+            args=args,
+            args_parser=parser,
+            task_function=_task,
+            config_path=str(config_dir()),
+            config_name=CONFIG_NAME,
+        )
+    except SystemExit as stop:  # Hydra exits after --help/--cfg; Lightning after SIGTERM (checkpoint saved)
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if isinstance(stop, SIGTERMException):
+            return SIGTERM_EXIT_CODE
+        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
     if _ERRORS:
         raise _ERRORS[0]
     return 0
