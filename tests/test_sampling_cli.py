@@ -172,6 +172,7 @@ def test_conditional_counts_and_source_units(checkpoints, tmp_path):
         ("unconditional", ["sampler=euler"], "sampler"),
         ("unconditional", ["dtype=int16"], "dtype"),
         ("unconditional", ["steps=0"], "steps"),
+        ("unconditional", ["device=cuda:0"] if not torch.cuda.is_available() else ["device=tpu"], "device"),
     ],
 )
 def test_bad_input_one_line_nonzero_exit_nothing_written(

@@ -63,9 +63,12 @@ def target_device(cfg: DictConfig) -> torch.device:
         return torch.device("cuda" if cuda else "cpu")
     device = str(cfg.device)
     try:
-        return resolve_device(None if device == "auto" else device)
+        resolved = resolve_device(None if device == "auto" else device)
     except RuntimeError as err:
-        raise ConfigError("device", str(err)) from None
+        raise ConfigError("device", " ".join(str(err).split())) from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", f"'{device}' asked for but CUDA is not available here (use device=cpu)")
+    return resolved
 
 
 def _plain(value: Any) -> Any:
