@@ -152,7 +152,11 @@ def evaluate(cfg: DictConfig) -> EvaluationResult:
     if train_raw is not None:
         train_unit, _ = on_grid([robust_unit_range(v, pct) for v in train_raw], grid)
         train_similarity, train_index = per_image.nearest_neighbour_correlation(synthetic_unit, train_unit)
-        threshold = _memorisation_threshold(train_unit, cfg)
+        threshold = per_image.memorisation_threshold(
+            train_unit,
+            distance_ratio=float(cfg.per_image.memorisation_distance_ratio),
+            min_similarity=float(cfg.per_image.memorisation_min_similarity),
+        )
         table["train_nn_similarity"] = train_similarity
         table["memorised"] = (train_similarity > threshold).astype(int)
         neighbours["nearest_train"] = [train_files[i].name for i in train_index]
@@ -222,21 +226,6 @@ def _kid_args(cfg: DictConfig) -> dict:
         "subset_size": int(k.subset_size),
         "num_subsets": int(k.num_subsets),
     }
-
-
-def _memorisation_threshold(train_unit: Sequence[np.ndarray], cfg: DictConfig) -> float:
-    """Correlation above which a synthetic volume counts as a copy of a training scan.
-
-    Its distance (1 - r) to the nearest training scan must be below ``memorisation_distance_ratio``
-    times the smallest distance between two distinct training scans (a copy is closer to its
-    source than any two real subjects are to each other), and r must exceed the floor.
-    """
-    floor = float(cfg.per_image.memorisation_min_similarity)
-    if len(train_unit) < 2:
-        return floor
-    closest, _ = per_image.nearest_neighbour_correlation(train_unit, train_unit, exclude_self=True)
-    ratio = float(cfg.per_image.memorisation_distance_ratio)
-    return max(floor, 1.0 - ratio * (1.0 - float(closest.max())))
 
 
 def _network_metrics(cfg, real_raw, synthetic_raw, device) -> tuple[dict, str | None]:

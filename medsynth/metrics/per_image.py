@@ -55,6 +55,21 @@ def nearest_neighbour_correlation(
     return similarity[np.arange(len(q)), index], index
 
 
+def memorisation_threshold(
+    train: Sequence[np.ndarray], distance_ratio: float = 0.5, min_similarity: float = 0.9
+) -> float:
+    """Correlation above which a synthetic volume counts as a copy of a training scan.
+
+    A copy is closer to its source than any two distinct training subjects are to each other:
+    flagged when its distance (1 - r) to the nearest training scan is below ``distance_ratio``
+    times the smallest such distance between two training scans, and r > ``min_similarity``.
+    """
+    if len(train) < 2:
+        return float(min_similarity)
+    closest, _ = nearest_neighbour_correlation(train, train, exclude_self=True)
+    return max(float(min_similarity), 1.0 - distance_ratio * (1.0 - float(closest.max())))
+
+
 def slice_consistency(volume: np.ndarray) -> float:
     """How well neighbouring slices fit together: the lowest, over the three axes, of the pooled
     Pearson correlation between each slice and the next (each slice centred on its own mean).

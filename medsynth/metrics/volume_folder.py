@@ -12,13 +12,13 @@ from medsynth.data.validation import load_checked_volume
 from medsynth.errors import ConfigError, InputFileError
 
 
-def list_volume_files(folder: str | Path, key: str, minimum: int = 2) -> list[Path]:
+def list_volume_files(folder: str | Path, key: str, minimum: int = 3) -> list[Path]:
     """Sorted volume files directly inside ``folder`` (hidden ``.tmp-*`` leftovers are ignored).
 
     Args:
         folder: the set's folder.
         key: the config key that named it (for the error line).
-        minimum: fewest volumes a set may hold (set statistics need at least 2).
+        minimum: fewest volumes a set may hold (nearest-neighbour set statistics need 3).
 
     Raises:
         ConfigError: the folder is missing, not a folder, or holds fewer than ``minimum`` volumes.
