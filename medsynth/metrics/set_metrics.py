@@ -168,19 +168,22 @@ def kernel_inception_distance(
     from sklearn.metrics.pairwise import polynomial_kernel
 
     rng = np.random.default_rng(seed)
-    n = min(len(real), len(synthetic), subset_size)
-    repeats = 1 if max(len(real), len(synthetic)) <= subset_size else num_subsets
+    whole = max(len(real), len(synthetic)) <= subset_size
     gamma = 1.0 / real.shape[1]
     values = []
-    for _ in range(repeats):
-        x = real if len(real) == n else real[rng.choice(len(real), n, replace=False)]
-        y = synthetic if len(synthetic) == n else synthetic[rng.choice(len(synthetic), n, replace=False)]
+    for _ in range(1 if whole else num_subsets):
+        x, y = real, synthetic
+        if not whole:
+            x = real[rng.choice(len(real), min(len(real), subset_size), replace=False)]
+            y = synthetic[rng.choice(len(synthetic), min(len(synthetic), subset_size), replace=False)]
         k_xx = polynomial_kernel(x, degree=degree, gamma=gamma, coef0=coef0)
         k_yy = polynomial_kernel(y, degree=degree, gamma=gamma, coef0=coef0)
         k_xy = polynomial_kernel(x, y, degree=degree, gamma=gamma, coef0=coef0)
-        off = n * (n - 1)
+        m, n = len(x), len(y)
         values.append(
-            (k_xx.sum() - np.trace(k_xx)) / off + (k_yy.sum() - np.trace(k_yy)) / off - 2.0 * k_xy.mean()
+            (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1))
+            + (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
+            - 2.0 * k_xy.mean()
         )
     return _finite_nonnegative(float(np.mean(values)))
 

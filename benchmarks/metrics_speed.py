@@ -1,0 +1,87 @@
+"""Time ``medsynth evaluate`` on N real vs N synthetic phantoms (default 100 vs 100 at 64^3).
+
+    .venv/bin/python benchmarks/metrics_speed.py [--n 100] [--size 64] [--workers 2] [--frd-version v1]
+
+Reports: radiomics extraction per set with an empty cache (the cost of a first run), a full
+``evaluate`` with the real set cached (the usual case: a new synthetic set against a known real
+set), and a full ``evaluate`` with everything cached (the non-radiomics metrics alone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from medsynth.config import compose_stage
+from medsynth.data.phantom import make_phantom
+from medsynth.metrics.evaluation import evaluate, radiomics_settings
+from medsynth.metrics.radiomics_features import extract_features, file_sha256
+
+
+def write_set(folder: Path, prefix: str, n: int, size: int, seed: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    files = []
+    for i in range(n):
+        volume, affine, _ = make_phantom((size,) * 3, rng)
+        files.append(folder / f"{prefix}_{i:05d}.nii.gz")
+        nib.save(nib.Nifti1Image(volume, affine), files[-1])
+    return files
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--n", type=int, default=100, help="volumes per set")
+    parser.add_argument("--size", type=int, default=64, help="cube side in voxels")
+    parser.add_argument("--workers", type=int, default=2, help="radiomics worker processes")
+    parser.add_argument("--frd-version", default="v1", choices=["v0", "v1"])
+    parser.add_argument("--workdir", default=None, help="keep data and cache here (default: a temp dir)")
+    args = parser.parse_args()
+
+    root = Path(args.workdir or tempfile.mkdtemp(prefix="medsynth-metrics-bench-"))
+    real = write_set(root / "real", "real", args.n, args.size, 1)
+    synthetic = write_set(root / "synthetic", "sample", args.n, args.size, 2)
+    cache = root / "cache"
+    overrides = [
+        f"real_dir={root / 'real'}",
+        f"synthetic_dir={root / 'synthetic'}",
+        f"out_dir={root / 'out'}",
+        f"radiomics.cache_dir={cache}",
+        f"radiomics.frd_version={args.frd_version}",
+        f"num_workers={args.workers}",
+    ]
+    cfg = compose_stage("evaluate", overrides)
+    settings = radiomics_settings(cfg)
+    print(f"{args.n} vs {args.n} volumes at {args.size}^3, frd {args.frd_version}, {args.workers} workers, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    rows = []
+    for name, files in (("real", real), ("synthetic", synthetic)):
+        start = time.perf_counter()
+        extract_features(files, settings, cache_dir=cache, num_workers=args.workers, progress=True)
+        seconds = time.perf_counter() - start
+        rows.append((f"radiomics, empty cache ({name}, {len(files)} volumes)", seconds, seconds / len(files)))
+    for sha in {file_sha256(f) for f in synthetic}:  # forget the synthetic set: a new model's samples
+        (cache / settings.cache_key() / f"{sha}.json").unlink(missing_ok=True)
+    start = time.perf_counter()
+    evaluate(cfg)
+    rows.append(("evaluate, real set cached", time.perf_counter() - start, None))
+    start = time.perf_counter()
+    result = evaluate(cfg)
+    rows.append(("evaluate, both sets cached", time.perf_counter() - start, None))
+    for label, seconds, per in rows:
+        extra = f"  ({per:.2f} s/volume wall)" if per else ""
+        print(f"{label:52s} {seconds:8.1f} s{extra}")
+    print(f"load average at the end {os.getloadavg()[0]:.1f}; metrics: "
+          + ", ".join(f"{k}={result.metrics[k]:.4g}" for k in ("frd", "mmd", "kid", "ms_ssim_real")))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
