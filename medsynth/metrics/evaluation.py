@@ -277,7 +277,8 @@ def _write(result, out_dir, cfg, space, synthetic_unit, pairs) -> None:
                 fig_dir / "feature_distance_histogram.png",
             )
         )
-        written.append(_pairs_figure(result, cfg, pairs, synthetic_unit, fig_dir))
+        if int(cfg.per_image.nn_pairs_in_figure) > 0:
+            written.append(_pairs_figure(result, cfg, pairs, synthetic_unit, fig_dir))
     table_path = out_dir / "per_image.csv"
     with atomic_path(table_path) as tmp:
         result.per_image.to_csv(tmp, index=False, float_format="%.6g")

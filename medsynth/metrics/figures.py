@@ -74,7 +74,7 @@ def nearest_neighbour_pairs(
     on one intensity window. Volumes are unit-range (X, Y, Z)."""
     plt = _pyplot()
     rows = len(synthetic)
-    fig, axes = plt.subplots(rows, 2, figsize=(5, 2.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, 2, figsize=(5, 2.4 * rows), squeeze=False, layout="constrained")
     for row in range(rows):
         for col, (volume, title) in enumerate(
             ((synthetic[row], titles[row]), (neighbours[row], neighbour_titles[row]))
