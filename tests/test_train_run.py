@@ -135,3 +135,22 @@ def test_exact_resume_matches_uninterrupted_run(run_a, prepared, tmp_path):
     b = torch.load(run_b / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_multirun_sweep_runs_each_job(prepared, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    rc = run_train(
+        [
+            "-m",
+            f"data.root={prepared}",
+            f"hydra.sweep.dir={sweep_dir}",
+            *TINY_OVERRIDES,
+            "trainer.max_steps=1",
+            "callbacks.preview.num_samples=0",
+            "optim.lr=1e-4,1e-3",
+        ]
+    )
+    assert rc == 0
+    for job in ("0", "1"):
+        assert (sweep_dir / job / "checkpoints" / "last.ckpt").is_file()
+    assert "lr: 0.001" in (sweep_dir / "1" / "config_resolved.yaml").read_text()
