@@ -336,3 +336,12 @@ def test_missing_input_and_help(tmp_path, capsys):
     assert "input does not exist" in capsys.readouterr().err
     assert cli.main(["data", "prepare", "--help"]) == 0
     assert "on_error: stop" in capsys.readouterr().out
+
+
+def test_intensity_shorthand_means_mode(tmp_path):
+    """DESIGN.md's `intensity=ct` is the same as `intensity.mode=ct`."""
+    src = tmp_path / "src"
+    assert cli.main(["data", "demo", "dataset=phantom", "n=2", "shape=[16,16,16]", "seed=0", f"out_dir={src}"]) == 0
+    assert _prepare(src, tmp_path / "out", "shape=[16,16,16]", "spacing=[12,12,12]", "intensity=ct") == 0
+    record = json.loads((tmp_path / "out" / "preprocessing.json").read_text())
+    assert record["intensity"]["mode"] == "ct" and record["intensity"]["unit"] == "HU"

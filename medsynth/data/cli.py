@@ -57,6 +57,8 @@ def main(argv: Sequence[str]) -> int:
         )
         print(format_defaults(config_name))
         return 0
+    if sub == "prepare":
+        overrides = [_intensity_shorthand(o) for o in overrides]
     cfg = compose_stage(config_name, overrides)
     if sub == "demo":
         from medsynth.data.demo import run_demo
@@ -65,3 +67,11 @@ def main(argv: Sequence[str]) -> int:
     from medsynth.data.prepare import run_prepare
 
     return run_prepare(cfg)
+
+
+def _intensity_shorthand(override: str) -> str:
+    """``intensity=mr`` (the documented short form) means ``intensity.mode=mr``."""
+    key, _, value = override.partition("=")
+    if key == "intensity" and value and not value.startswith("{"):
+        return f"intensity.mode={value}"
+    return override
