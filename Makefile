@@ -27,9 +27,24 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
+# The whole loop on the embedded phantoms (about 15 minutes on 2 CPU cores). Every stage writes under
+# $(DEMO_DIR); rerunning starts from scratch.
 demo: $(STAMP)
-	$(BIN)/medsynth data demo dataset=phantom n=48 shape=[32,32,32] seed=0 out_dir=$(DEMO_DIR)/data/phantom
-	@echo "demo finished: outputs in $(DEMO_DIR)/"
+	rm -rf $(DEMO_DIR)
+	$(BIN)/medsynth data demo dataset=phantom n=48 "shape=[32,32,32]" seed=0 out_dir=$(DEMO_DIR)/data/phantom
+	$(BIN)/medsynth data prepare input=$(DEMO_DIR)/data/phantom out_dir=$(DEMO_DIR)/prepared/phantom "spacing=[6,6,6]" "shape=[32,32,32]"
+	$(BIN)/medsynth train experiment=demo data.root=$(DEMO_DIR)/prepared/phantom hydra.run.dir=$(DEMO_DIR)/train
+	$(BIN)/medsynth sample ckpt=$(DEMO_DIR)/train/checkpoints/last.ckpt num_samples=16 out_dir=$(DEMO_DIR)/synthetic sampler=dpmpp seed=0
+	$(BIN)/medsynth evaluate real_dir=$(DEMO_DIR)/prepared/phantom synthetic_dir=$(DEMO_DIR)/synthetic train_dir=$(DEMO_DIR)/prepared/phantom out_dir=$(DEMO_DIR)/evaluate
+	$(BIN)/medsynth study demo out_dir=$(DEMO_DIR)/study real_dir=$(DEMO_DIR)/prepared/phantom synthetic_dir=$(DEMO_DIR)/synthetic
+	$(BIN)/medsynth study simulate db=$(DEMO_DIR)/study/study.db simulate.per_image=$(DEMO_DIR)/evaluate/per_image.csv simulate.quality_column=feature_distance simulate.higher_is_better=false
+	$(BIN)/medsynth study export db=$(DEMO_DIR)/study/study.db out=$(DEMO_DIR)/study/ratings.csv
+	$(BIN)/medsynth analyze ratings=$(DEMO_DIR)/study/ratings.csv per_image=$(DEMO_DIR)/evaluate/per_image.csv out_dir=$(DEMO_DIR)/analysis
+	@echo
+	@echo "demo finished: everything is under $(DEMO_DIR)/"
+	@echo "  training previews: $(DEMO_DIR)/train/previews/   synthetic volumes: $(DEMO_DIR)/synthetic/"
+	@echo "  metrics: $(DEMO_DIR)/evaluate/metrics.json       report: $(DEMO_DIR)/analysis/report.html"
+	@echo "  open the reader study: $(BIN)/medsynth study serve db=$(DEMO_DIR)/study/study.db  (tokens: $(DEMO_DIR)/study/tokens.txt)"
 
 clean-demo:
 	rm -rf $(DEMO_DIR)
