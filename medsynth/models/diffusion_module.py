@@ -31,6 +31,7 @@ from medsynth.models.bundle import (
     IntensityMapping,
     SamplingBundle,
 )
+from medsynth.models.cpu_threads import apply_num_threads
 from medsynth.models.ema import build_ema
 from medsynth.models.losses import (
     build_train_scheduler,
@@ -123,6 +124,12 @@ class DiffusionModule(pl.LightningModule):
         self.config_hash = config_hash(config)
 
     # ------------------------------------------------------------------ training
+    def setup(self, stage: str) -> None:
+        """One process on the CPU: apply ``trainer.num_threads`` (``auto``: cores minus load, see
+        :mod:`medsynth.models.cpu_threads`). Multi-process runs keep Lightning's per-process split."""
+        if self.trainer.strategy.root_device.type == "cpu" and self.trainer.world_size == 1:
+            apply_num_threads(self.config.get("trainer", {}).get("num_threads", "auto"), "cpu")
+
     def _generator(self, *key: int) -> torch.Generator:
         """A generator on this module's device seeded by (seed, *key): reproducible across resumes."""
         seed = int(np.random.SeedSequence([self.seed, *key]).generate_state(1, dtype=np.uint64)[0] >> 1)

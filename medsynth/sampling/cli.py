@@ -156,8 +156,10 @@ def run_sampling(cfg: DictConfig) -> dict[str, Any]:
                 progress=bool(cfg.progress),
             )
         else:
+            from medsynth.models.cpu_threads import apply_num_threads
             from medsynth.sampling.writer import write_samples
 
+            apply_num_threads(cfg.get("num_threads", "auto"), target_device(cfg).type)
             write_samples(
                 bundle,
                 todo,
