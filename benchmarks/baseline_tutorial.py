@@ -16,7 +16,15 @@ from monai.networks.nets import DiffusionModelUNet
 from monai.networks.schedulers import DDPMScheduler
 
 
-def tutorial_unet(in_channels: int, channels, attention_levels, num_res_blocks: int, num_head_channels) -> DiffusionModelUNet:
+def tutorial_unet(
+    in_channels: int,
+    channels,
+    attention_levels,
+    num_res_blocks: int,
+    num_head_channels,
+    norm_num_groups: int | None = None,
+) -> DiffusionModelUNet:
+    """MONAI's 3D ``DiffusionModelUNet`` (in = out channels); ``norm_num_groups`` defaults to min(32, min(channels))."""
     return DiffusionModelUNet(
         spatial_dims=3,
         in_channels=in_channels,
@@ -25,16 +33,20 @@ def tutorial_unet(in_channels: int, channels, attention_levels, num_res_blocks: 
         attention_levels=tuple(attention_levels),
         num_res_blocks=num_res_blocks,
         num_head_channels=num_head_channels,
-        norm_num_groups=min(32, min(channels)),
+        norm_num_groups=int(norm_num_groups or min(32, min(channels))),
     )
 
 
 def tutorial_scheduler() -> DDPMScheduler:
-    return DDPMScheduler(num_train_timesteps=1000, schedule="scaled_linear_beta", beta_start=0.0005, beta_end=0.0195)
+    return DDPMScheduler(
+        num_train_timesteps=1000, schedule="scaled_linear_beta", beta_start=0.0005, beta_end=0.0195
+    )
 
 
-def time_training_steps(model: DiffusionModelUNet, batch: torch.Tensor, n_steps: int, warmup: int = 1) -> float:
-    """Seconds per training step (mean over ``n_steps`` after ``warmup``), tutorial-style, fp32."""
+def time_training_steps(
+    model: DiffusionModelUNet, batch: torch.Tensor, n_steps: int, warmup: int = 1
+) -> list[float]:
+    """Seconds of each of ``n_steps`` training steps after ``warmup`` untimed ones, tutorial-style, fp32."""
     scheduler = tutorial_scheduler()
     inferer = DiffusionInferer(scheduler)
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-5)
@@ -43,7 +55,9 @@ def time_training_steps(model: DiffusionModelUNet, batch: torch.Tensor, n_steps:
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         noise = torch.randn_like(batch)
-        timesteps = torch.randint(0, inferer.scheduler.num_train_timesteps, (batch.shape[0],), device=batch.device).long()
+        timesteps = torch.randint(
+            0, inferer.scheduler.num_train_timesteps, (batch.shape[0],), device=batch.device
+        ).long()
         prediction = inferer(inputs=batch, diffusion_model=model, noise=noise, timesteps=timesteps)
         loss = torch.nn.functional.mse_loss(prediction.float(), noise.float())
         loss.backward()
@@ -51,15 +65,22 @@ def time_training_steps(model: DiffusionModelUNet, batch: torch.Tensor, n_steps:
 
     for _ in range(warmup):
         step()
-    start = time.perf_counter()
+    times = []
     for _ in range(n_steps):
+        _synchronize(batch.device)
+        start = time.perf_counter()
         step()
-    return (time.perf_counter() - start) / n_steps
+        _synchronize(batch.device)
+        times.append(time.perf_counter() - start)
+    return times
 
 
 @torch.no_grad()
-def time_denoising_steps(model: DiffusionModelUNet, shape: tuple[int, ...], n_steps: int, warmup: int = 1) -> float:
-    """Seconds per DDPM denoising step at batch 1 (the tutorial's ``inferer.sample`` loop body), fp32.
+def time_denoising_steps(
+    model: DiffusionModelUNet, shape: tuple[int, ...], n_steps: int, warmup: int = 1
+) -> list[float]:
+    """Seconds of each of ``n_steps`` DDPM denoising steps at batch 1 (the tutorial's ``inferer.sample``
+    loop body: network call + ``scheduler.step``), fp32, after ``warmup`` untimed steps.
 
     A 1000-step volume costs 1000x this: the network call dominates and every DDPM step is the same
     network call plus an O(voxels) update, so timing a subset of steps and multiplying is exact up
@@ -68,13 +89,23 @@ def time_denoising_steps(model: DiffusionModelUNet, shape: tuple[int, ...], n_st
     scheduler = tutorial_scheduler()
     scheduler.set_timesteps(num_inference_steps=1000)
     model.eval()
-    image = torch.randn((1, *shape))
+    device = next(model.parameters()).device
+    image = torch.randn((1, *shape), device=device)
     timesteps = list(scheduler.timesteps)
     for t in timesteps[:warmup]:
-        output = model(image, timesteps=torch.tensor((t,)))
+        output = model(image, timesteps=torch.tensor((int(t),), device=device))
         image, _ = scheduler.step(output, t, image)
-    start = time.perf_counter()
+    times = []
     for t in timesteps[warmup : warmup + n_steps]:
-        output = model(image, timesteps=torch.tensor((t,)))
+        _synchronize(device)
+        start = time.perf_counter()
+        output = model(image, timesteps=torch.tensor((int(t),), device=device))
         image, _ = scheduler.step(output, t, image)
-    return (time.perf_counter() - start) / n_steps
+        _synchronize(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

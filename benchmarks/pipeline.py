@@ -1,0 +1,170 @@
+"""Benchmarks that run medsynth's own stages end to end on the embedded brain demo data.
+
+- :func:`data_wait_share`: a real ``Trainer.fit`` of ``DiffusionModule`` on ``VolumeDataModule``
+  (prepared NIfTI files, MONAI transforms, the data config's cache) with Lightning's
+  ``SimpleProfiler``: the share of wall time spent in ``train_dataloader_next`` (waiting for the
+  next batch) against ``run_training_batch`` (forward, backward, optimizer, EMA).
+- :func:`quality_check`: ``medsynth train experiment=demo`` on the brain demo for a fixed number of
+  steps, ``medsynth sample`` with the fast sampler and with DDPM-1000 from the same checkpoint,
+  and the Fréchet Radiomics Distance of each set to the training data
+  (``medsynth.metrics.radiomics_features.extract_features`` + ``set_metrics.frechet_radiomics_distance``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+
+def brain_dataset(work: Path, n: int, shape: Sequence[int], seed: int = 0) -> Path:
+    """``medsynth data demo dataset=brain`` + ``medsynth data prepare`` into ``work``; returns the prepared folder."""
+    from medsynth.data.cli import main as data_main
+
+    side = int(shape[0])
+    spacing = 192.0 / side  # the demo's 192 mm field of view
+    raw, prepared = work / f"brain{side}_raw", work / f"brain{side}"
+    shape_arg = f"shape=[{','.join(str(int(s)) for s in shape)}]"
+    if not (prepared / "preprocessing.json").is_file():
+        data_main(["demo", "dataset=brain", f"n={n}", shape_arg, f"seed={seed}", f"out_dir={raw}"])
+        data_main(
+            [
+                "prepare",
+                f"input={raw}",
+                f"out_dir={prepared}",
+                f"spacing=[{spacing},{spacing},{spacing}]",
+                shape_arg,
+            ]
+        )
+    return prepared
+
+
+def data_wait_share(
+    root: Path, n_steps: int, overrides: Sequence[str] = (), device_type: str = "cpu"
+) -> dict[str, Any]:
+    """Share of training wall time spent waiting for data in a real fit (first fetch excluded)."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.profilers import SimpleProfiler
+
+    from medsynth.config import compose_stage
+    from medsynth.models.diffusion_module import DiffusionModule
+    from medsynth.models.precision import resolve_precision
+    from medsynth.train import build_datamodule
+
+    cfg = compose_stage("config", [f"data.root={root}", "data.val_fraction=0", *overrides])
+    datamodule = build_datamodule(cfg)
+    datamodule.describe()
+    module = DiffusionModule(config=OmegaConf.to_container(cfg, resolve=True), geometry=datamodule.geometry)
+    profiler = SimpleProfiler(dirpath=str(root.parent), filename=f"profile_{root.name}")  # report to a file
+    start = time.perf_counter()
+    datamodule.setup("fit")  # cache fill (CacheDataset) timed apart from the steps
+    cache_seconds = time.perf_counter() - start
+    trainer = pl.Trainer(
+        accelerator="gpu" if device_type == "cuda" else "cpu",
+        devices=1,
+        precision=resolve_precision(cfg.trainer.precision, device_type),
+        max_steps=n_steps,
+        max_epochs=-1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        gradient_clip_val=cfg.trainer.gradient_clip_val,
+        profiler=profiler,
+    )
+    trainer.fit(module, datamodule=datamodule)
+    fetch = profiler.recorded_durations["[_TrainingEpochLoop].train_dataloader_next"][1:]
+    step = profiler.recorded_durations["run_training_batch"][1:]
+    share = sum(fetch) / max(sum(fetch) + sum(step), 1e-12)
+    return {
+        "share": share,
+        "fetch_s_mean": sum(fetch) / max(len(fetch), 1),
+        "step_s_mean": sum(step) / max(len(step), 1),
+        "steps": len(step),
+        "cache": str(cfg.data.cache),
+        "num_workers": int(cfg.data.num_workers),
+        "cache_fill_s": cache_seconds,
+    }
+
+
+def quality_check(
+    work: Path,
+    max_steps: int,
+    num_samples: int,
+    fast_sampler: str = "dpmpp",
+    n_subjects: int = 48,
+    side: int = 32,
+) -> dict[str, Any]:
+    """Train the brain demo for ``max_steps``, sample ``num_samples`` with the fast sampler and with
+    DDPM-1000 from the same EMA weights, and compute each set's FRD to the training volumes."""
+    from medsynth.config import compose_stage
+    from medsynth.metrics.evaluation import radiomics_settings
+    from medsynth.metrics.radiomics_features import extract_features
+    from medsynth.metrics.set_metrics import frechet_radiomics_distance
+    from medsynth.sampling.cli import main as sample_main
+    from medsynth.train import main as train_main
+
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    prepared = brain_dataset(work, n_subjects, [side] * 3)
+    timings["data_s"] = time.perf_counter() - start
+    run_dir = work / "quality_train"
+    start = time.perf_counter()
+    train_main(
+        [
+            "experiment=demo",
+            f"data.root={prepared}",
+            f"trainer.max_steps={max_steps}",
+            "callbacks.progress=none",
+            "logger=none",
+            "callbacks.preview.every_n_steps=0",
+            f"hydra.run.dir={run_dir}",
+        ]
+    )
+    timings["train_s"] = time.perf_counter() - start
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    sets = {}
+    for label, sampler in (("fast", fast_sampler), ("ddpm1000", "ddpm")):
+        out = work / f"quality_{label}"
+        start = time.perf_counter()
+        sample_main(
+            [
+                f"ckpt={ckpt}",
+                f"num_samples={num_samples}",
+                f"out_dir={out}",
+                f"sampler={sampler}",
+                "seed=0",
+                f"batch_size={num_samples}",
+                "progress=false",
+                "contact_sheet.num_samples=4",
+            ]
+        )
+        timings[f"sample_{label}_s"] = time.perf_counter() - start
+        sets[label] = sorted(out.glob("sample_*.nii.gz"))
+    eval_cfg = compose_stage("evaluate", ["real_dir=.", "synthetic_dir=.", "out_dir=."])
+    settings = radiomics_settings(eval_cfg)
+    cache = work / "radiomics_cache"
+    start = time.perf_counter()
+    real = extract_features(sorted(prepared.glob("*.nii.gz")), settings, cache_dir=cache, progress=False)
+    frd = {}
+    for label, files in sets.items():
+        table = extract_features(files, settings, cache_dir=cache, progress=False)
+        frd[label] = frechet_radiomics_distance(real.values, table.values, settings.frd_version)
+    timings["frd_s"] = time.perf_counter() - start
+    fast_sampler_steps = compose_stage("sample", [f"sampler={fast_sampler}"]).sampler.steps
+    return {
+        "frd_fast": frd["fast"],
+        "frd_ddpm1000": frd["ddpm1000"],
+        "relative_gap": (frd["fast"] - frd["ddpm1000"]) / max(abs(frd["ddpm1000"]), 1e-12),
+        "fast_sampler": f"{fast_sampler}-{fast_sampler_steps}",
+        "num_samples": num_samples,
+        "num_real": len(real.values),
+        "train_steps": max_steps,
+        "checkpoint": str(ckpt),
+        **timings,
+    }

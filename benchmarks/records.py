@@ -1,0 +1,82 @@
+"""Benchmark records: ``{name, value, unit, detail}`` rows, their JSON file and a markdown table."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Record:
+    """One measured figure. ``detail`` says how it was measured (shapes, repeats, raw timings)."""
+
+    name: str
+    value: float | None
+    unit: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class RecordBook:
+    """Records in the order they were measured; :meth:`write` saves JSON + markdown atomically."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+
+    def add(self, name: str, value: float | None, unit: str, **detail: Any) -> Record:
+        record = Record(name, None if value is None else float(value), unit, detail)
+        self.records.append(record)
+        print(f"  {name} = {format_value(record.value)} {unit}", flush=True)
+        return record
+
+    def get(self, name: str) -> Record | None:
+        return next((r for r in self.records if r.name == name), None)
+
+    def to_json(self) -> str:
+        return json.dumps([asdict(r) for r in self.records], indent=2, default=str)
+
+    def markdown(self) -> str:
+        lines = ["| name | value | unit | detail |", "|---|---:|---|---|"]
+        for r in self.records:
+            lines.append(f"| {r.name} | {format_value(r.value)} | {r.unit} | {short_detail(r.detail)} |")
+        return "\n".join(lines) + "\n"
+
+    def write(self, out: str | Path) -> tuple[Path, Path]:
+        """Write ``out`` (JSON list) and ``out`` with suffix ``.md`` (the table), each via temp + rename."""
+        out = Path(out)
+        md = out.with_suffix(".md")
+        for path, text in ((out, self.to_json()), (md, self.markdown())):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        return out, md
+
+
+def format_value(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if value == 0:
+        return "0"
+    magnitude = abs(value)
+    if magnitude >= 100:
+        return f"{value:.0f}"
+    if magnitude >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3g}"
+
+
+def short_detail(detail: dict[str, Any], limit: int = 160) -> str:
+    """The detail dict on one line for the table (raw timing lists are left to the JSON)."""
+    parts = []
+    for key, value in detail.items():
+        if isinstance(value, list) and len(value) > 4:
+            continue
+        if isinstance(value, float):
+            value = format_value(value)
+        parts.append(f"{key}={value}")
+    text = ", ".join(parts).replace("|", "/")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
