@@ -42,6 +42,33 @@ class RecordBook:
         lines = ["| name | value | unit | detail |", "|---|---:|---|---|"]
         for r in self.records:
             lines.append(f"| {r.name} | {format_value(r.value)} | {r.unit} | {short_detail(r.detail)} |")
+        return "\n".join(lines) + "\n" + self.ablation_markdown()
+
+    def ablation_markdown(self) -> str:
+        """The ``ablation_train_<side>[variant]`` / ``ablation_denoise_<side>[variant]`` records as one
+        table with the speedup of each variant over the first (the baseline); empty without them."""
+        rows: dict[str, dict[str, float | None]] = {}
+        for r in self.records:
+            for kind in ("train", "denoise"):
+                prefix = f"ablation_{kind}_"
+                if r.name.startswith(prefix) and "[" in r.name:
+                    variant = r.name[r.name.index("[") + 1 : -1]
+                    rows.setdefault(variant, {})[kind] = r.value
+        if not rows:
+            return ""
+        first = next(iter(rows.values()))
+        lines = [
+            "",
+            "| variant | train s/step | train x | denoise s/step | denoise x |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for variant, values in rows.items():
+            cells = []
+            for kind in ("train", "denoise"):
+                value, base = values.get(kind), first.get(kind)
+                speedup = base / value if value and base else None
+                cells += [format_value(value), format_value(speedup)]
+            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
     def write(self, out: str | Path) -> tuple[Path, Path]:
