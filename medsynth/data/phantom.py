@@ -47,9 +47,9 @@ class PhantomParameters:
 class PhantomRanges:
     """Uniform ranges (low, high) from which :func:`draw_parameters` samples."""
 
-    head_radius_x: tuple[float, float] = (62.0, 72.0)
-    head_radius_y: tuple[float, float] = (76.0, 88.0)
-    head_radius_z: tuple[float, float] = (64.0, 74.0)
+    head_radius_x: tuple[float, float] = (58.0, 74.0)
+    head_radius_y: tuple[float, float] = (72.0, 90.0)
+    head_radius_z: tuple[float, float] = (60.0, 76.0)
     skull_thickness: tuple[float, float] = (6.0, 10.0)
     ventricle_scale: tuple[float, float] = (0.7, 1.4)
     ventricle_offset_x: tuple[float, float] = (-4.0, 4.0)
@@ -141,10 +141,12 @@ def render_phantom(
     vol[ellipsoid(0, 0, 0, *head) <= 1.0] = params.intensity_skull
     brain = ellipsoid(0, 0, 0, *inner) <= 1.0
     vol[brain] = params.intensity_brain
+    # lateral ventricles: bodies 7.5 * s mm in half-width (10-21 mm wide, as in adult brains, so
+    # they stay visible at the demo's 6 mm voxels), 22 * s mm long, either side of the midline
     s = params.ventricle_scale
     for side in (-1.0, 1.0):
-        cx = params.ventricle_offset_x + side * 9.0 * s
-        ventricle = ellipsoid(cx, 4.0, 8.0, 5.0 * s, 22.0 * s, 9.0 * s) <= 1.0
+        cx = params.ventricle_offset_x + side * 10.0 * s
+        ventricle = ellipsoid(cx, 4.0, 8.0, 7.5 * s, 22.0 * s, 10.0 * s) <= 1.0
         vol[ventricle & brain] = params.intensity_csf
     if params.has_lesion:
         lesion = (
