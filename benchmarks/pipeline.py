@@ -94,13 +94,13 @@ def data_wait_share(
 
 def quality_check(
     work: Path,
-    max_steps: int,
+    max_steps: int | None,
     num_samples: int,
     fast_sampler: str = "dpmpp",
     n_subjects: int = 48,
     side: int = 32,
 ) -> dict[str, Any]:
-    """Train the brain demo for ``max_steps``, sample ``num_samples`` with the fast sampler and with
+    """Train the brain demo for ``max_steps`` (None: ``experiment=demo``'s ``trainer.max_steps``), sample ``num_samples`` with the fast sampler and with
     DDPM-1000 from the same EMA weights, and compute each set's FRD to the training volumes."""
     from medsynth.config import compose_stage
     from medsynth.metrics.evaluation import radiomics_settings
@@ -114,6 +114,8 @@ def quality_check(
     prepared = brain_dataset(work, n_subjects, [side] * 3)
     timings["data_s"] = time.perf_counter() - start
     run_dir = work / "quality_train"
+    if max_steps is None:  # the demo experiment's own budget
+        max_steps = int(compose_stage("config", ["experiment=demo"]).trainer.max_steps)
     start = time.perf_counter()
     train_main(
         [
@@ -123,6 +125,7 @@ def quality_check(
             "callbacks.progress=none",
             "logger=none",
             "callbacks.preview.every_n_steps=0",
+            f"callbacks.checkpoint.every_n_steps={max_steps}",  # last.ckpt holds the final step
             f"hydra.run.dir={run_dir}",
         ]
     )

@@ -68,7 +68,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-quality", action="store_true", help="full mode: skip the FRD quality check")
     parser.add_argument("--quality-only", action="store_true", help="run only the FRD quality check")
-    parser.add_argument("--quality-steps", type=int, default=500, help="training steps of the quality check")
+    parser.add_argument(
+        "--quality-steps",
+        type=int,
+        default=None,
+        help="training steps of the quality check (default: experiment=demo's)",
+    )
     parser.add_argument(
         "--quality-samples", type=int, default=16, help="volumes per sampler in the quality check"
     )
