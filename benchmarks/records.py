@@ -23,13 +23,17 @@ class Record:
 class RecordBook:
     """Records in the order they were measured; :meth:`write` saves JSON + markdown atomically."""
 
-    def __init__(self) -> None:
+    def __init__(self, out: str | Path | None = None) -> None:
         self.records: list[Record] = []
+        self.out = out
 
     def add(self, name: str, value: float | None, unit: str, **detail: Any) -> Record:
+        """Record a figure, print it, and rewrite the output files (an interrupted run keeps what it measured)."""
         record = Record(name, None if value is None else float(value), unit, detail)
         self.records.append(record)
         print(f"  {name} = {format_value(record.value)} {unit}", flush=True)
+        if self.out is not None:
+            self.write(self.out)
         return record
 
     def get(self, name: str) -> Record | None:

@@ -382,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     plan = Plan(args)
     device = pick_device(args.device)
-    book = RecordBook()
+    book = RecordBook(args.out)
     started = time.perf_counter()
     mode = "smoke" if plan.smoke else "quick" if plan.quick else "full"
     book.add(
