@@ -23,10 +23,23 @@ def _child(
     device = torch.device(device_name)
     variant = Variant("baseline") if kind == "baseline" else Variant("medsynth", bf16=True, wavelet=True)
     time_train_variant(variant, model_cfg, shape, batch_size, n_steps=1, warmup=1, device=device)
-    out = {"max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+    out = {"max_rss_mb": peak_rss_mb()}
     if device.type == "cuda":
         out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return out
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set (MiB): ``VmHWM`` of /proc/self/status, which belongs to the
+    current address space. (``ru_maxrss`` is no good in a spawned child: Linux carries it over from
+    the forking parent across ``exec``, so the child would report the parent's peak.)"""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def probe(
