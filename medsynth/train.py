@@ -169,7 +169,12 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[Any], Any]:
         TQDMProgressBar,
     )
 
-    from medsynth.models.callbacks import CheckpointOnSigterm, PreviewCallback, ThroughputCallback
+    from medsynth.models.callbacks import (
+        CheckpointOnSigterm,
+        LastCheckpointAtEnd,
+        PreviewCallback,
+        ThroughputCallback,
+    )
 
     cb = cfg.callbacks
     ckpt_dir = run_dir / "checkpoints"
@@ -184,6 +189,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[Any], Any]:
             every_n_train_steps=int(cb.checkpoint.every_n_steps),
             save_on_train_epoch_end=False,
         ),
+        LastCheckpointAtEnd(ckpt_dir / "last.ckpt"),
     ]
     if int(cb.checkpoint.save_top_k) > 0 and float(cfg.data.val_fraction) > 0:
         callbacks.append(

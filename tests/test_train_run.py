@@ -154,3 +154,14 @@ def test_multirun_sweep_runs_each_job(prepared, tmp_path):
     for job in ("0", "1"):
         assert (sweep_dir / job / "checkpoints" / "last.ckpt").is_file()
     assert "lr: 0.001" in (sweep_dir / "1" / "config_resolved.yaml").read_text()
+
+
+def test_last_checkpoint_is_the_final_step_when_max_steps_is_not_a_multiple(prepared, tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = [
+        o for o in COMMON if not o.startswith(("trainer.max_steps", "callbacks.checkpoint.keep_all"))
+    ]
+    rc = run_train([f"data.root={prepared}", f"hydra.run.dir={run_dir}", *overrides, "trainer.max_steps=5"])
+    assert rc == 0
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] == 5

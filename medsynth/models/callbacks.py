@@ -161,6 +161,20 @@ class CheckpointOnSigterm(Callback):
                 print(f"SIGTERM: saved {self.checkpoint_path} at step {trainer.global_step}", flush=True)
 
 
+class LastCheckpointAtEnd(Callback):
+    """Write ``last.ckpt`` when training finishes, whatever ``max_steps`` is.
+
+    ``ModelCheckpoint(every_n_train_steps=N)`` only saves on multiples of N, so a run of 1200 steps
+    with N=500 would leave ``last.ckpt`` at step 1000 and sampling would use stale weights.
+    """
+
+    def __init__(self, checkpoint_path: str | Path):
+        self.checkpoint_path = Path(checkpoint_path)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trainer.save_checkpoint(self.checkpoint_path)
+
+
 class ThroughputCallback(Callback):
     """Training volumes per second (all ranks together), shown in the progress bar and logged as ``train/volumes_per_s``."""
 
