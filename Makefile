@@ -10,7 +10,7 @@ DEMO_DIR ?= demo_out
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medsynth-installed
 
-.PHONY: venv demo test lint clean-demo
+.PHONY: venv demo test lint bench clean-demo
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ demo: $(STAMP)
 	@echo "  training previews: $(DEMO_DIR)/train/previews/   synthetic volumes: $(DEMO_DIR)/synthetic/"
 	@echo "  metrics: $(DEMO_DIR)/evaluate/metrics.json       report: $(DEMO_DIR)/analysis/report.html"
 	@echo "  open the reader study: $(BIN)/medsynth study serve db=$(DEMO_DIR)/study/study.db  (tokens: $(DEMO_DIR)/study/tokens.txt)"
+
+# Speed against the MONAI-tutorial baseline (2-5 minutes on 2 cores; see benchmarks/README.md).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py --quick --out benchmark.json
 
 clean-demo:
 	rm -rf $(DEMO_DIR)
