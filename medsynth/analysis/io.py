@@ -16,17 +16,10 @@ import numpy as np
 import pandas as pd
 
 from medsynth.errors import ConfigError, InputFileError
+from medsynth.io.ratings_schema import RATINGS_OPTIONAL_NUMERIC_COLUMNS, RATINGS_REQUIRED_COLUMNS
 
-RATINGS_REQUIRED = (
-    "reader_id",
-    "case_id",
-    "is_synthetic",
-    "called_synthetic",
-    "confidence",
-    "realism",
-    "repeat",
-)
-RATINGS_OPTIONAL_NUMERIC = ("slice_consistency", "anatomy", "seconds")
+RATINGS_REQUIRED = RATINGS_REQUIRED_COLUMNS
+RATINGS_OPTIONAL_NUMERIC = RATINGS_OPTIONAL_NUMERIC_COLUMNS
 
 
 @dataclass

@@ -17,18 +17,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from medsynth.io.atomic import atomic_path
+from medsynth.io.ratings_schema import RATINGS_OPTIONAL_NUMERIC_COLUMNS, RATINGS_REQUIRED_COLUMNS
 from medsynth.study.models import Answer, Assignment, Case, Reader, Study
 
-REQUIRED_COLUMNS = [
-    "reader_id",
-    "case_id",
-    "is_synthetic",
-    "called_synthetic",
-    "confidence",
-    "realism",
-    "repeat",
-]
-OPTIONAL_COLUMNS = ["slice_consistency", "anatomy", "seconds", "model", "opaque_id"]
+REQUIRED_COLUMNS = list(RATINGS_REQUIRED_COLUMNS)
+OPTIONAL_COLUMNS = [*RATINGS_OPTIONAL_NUMERIC_COLUMNS, "model", "opaque_id"]
 
 
 def ratings_frame(session: Session, study_id: int) -> pd.DataFrame:
