@@ -1,7 +1,9 @@
 """The reader's page: "case k of n", the tri-planar viewer and the question form.
 
 Submitting stores the answers at once (one transaction) and moves on; a reload or a new sign-in
-resumes at the first unanswered case. The ground truth is never fetched here.
+resumes at the first unanswered case. The ground truth is never fetched here. When the study allows
+going back (``allow_back``), "Previous case" shows an answered case with the stored answers filled in;
+re-submitting edits them through ``StudyService.submit`` (which counts the edit).
 """
 
 from __future__ import annotations
@@ -15,36 +17,72 @@ import viewer
 from medsynth.study.questions import AnswerError
 from medsynth.study.service import PermissionDenied, ReaderSession, StudyService
 
+BACK_KEY = "back_position"  # session-state key: the answered position being revisited, if any
 
-def question_widget(q: dict, key: str):
-    """One input per question type; returns the Python value (None when unanswered)."""
+
+def _index(options: list, stored):
+    """Index of the stored answer among the options (None when unanswered), for pre-filling."""
+    return options.index(stored) if stored is not None and stored in options else None
+
+
+def question_widget(q: dict, key: str, stored=None):
+    """One input per question type, pre-filled with ``stored``; returns the value (None when unanswered)."""
     label = q["text"]
     if q["type"] == "bool":
         options = [False, True]
         labels = q["labels"]
-        return st.radio(label, options, index=None, horizontal=True, key=key,
+        return st.radio(label, options, index=_index(options, stored), horizontal=True, key=key,
                         format_func=lambda v: labels["true" if v else "false"])  # fmt: skip
     if q["type"] == "likert":
         anchors = q.get("anchors", {})
-        value = st.radio(label, list(range(q["min"], q["max"] + 1)), index=None, horizontal=True, key=key)
+        options = list(range(q["min"], q["max"] + 1))
+        value = st.radio(label, options, index=_index(options, stored), horizontal=True, key=key)
         if anchors:
             st.caption(
                 " · ".join(f"{k} = {v}" for k, v in sorted(anchors.items(), key=lambda kv: int(kv[0])))
             )
         return value
     if q["type"] == "choice":
-        return st.radio(label, q["options"], index=None, key=key)
-    return st.text_area(label, max_chars=q["max_length"], key=key, height=68) or None
+        return st.radio(label, q["options"], index=_index(q["options"], stored), key=key)
+    text = stored if isinstance(stored, str) else ""
+    return st.text_area(label, value=text, max_chars=q["max_length"], key=key, height=68) or None
+
+
+def _go_to(position: int | None) -> None:
+    """Revisit an answered ``position`` (None: back to the current case) on the next run."""
+    if position is None:
+        st.session_state.pop(BACK_KEY, None)
+    else:
+        st.session_state[BACK_KEY] = position
+
+
+def back_controls(container, viewed: int, current: int | None, total: int) -> None:
+    """'Previous case' (from the first answered one on) and, while revisiting, 'Back to current case'."""
+    left, right = container.columns(2)
+    if viewed > 0:
+        left.button("Previous case", key=f"prev_{viewed}", on_click=_go_to, args=(viewed - 1,))
+    if viewed != (total if current is None else current):
+        label = "Back to current case" if current is not None else "Back to the end"
+        right.button(label, key=f"current_{viewed}", on_click=_go_to, args=(None,))
 
 
 def render(service: StudyService, session: ReaderSession) -> None:
     info = service.study_info(session)
-    case = service.current_case(session)
+    current = service.current_case(session)
     progress = service.progress(session)
+    allow_back = bool(info["allow_back"])
+    back = st.session_state.get(BACK_KEY) if allow_back else None
+    current_position = progress.total if current is None else current.position
+    if back is not None and not 0 <= back < current_position:
+        back = None  # stale (e.g. progress changed elsewhere): show the current case
+        _go_to(None)
+    case = current if back is None else service.case_at(session, back)
     if case is None:
         style.account_bar(st, session.name, session.role)
         st.markdown(f"<p class='case-header'>All {progress.total} cases done</p>", unsafe_allow_html=True)
         st.success("Thank you: every answer is saved. You can close this tab.")
+        if allow_back and progress.total:
+            back_controls(st, progress.total, None, progress.total)
         return
     started = st.session_state.setdefault(f"t0_{case.position}", time.monotonic())
     head, bar, who = st.columns([1.3, 2, 0.9], vertical_alignment="center")
@@ -56,14 +94,20 @@ def render(service: StudyService, session: ReaderSession) -> None:
     style.account_bar(who, session.name, session.role)
     if info["status"] != "open":
         st.warning("The study is closed: answers are not accepted.")
+    if allow_back:
+        back_controls(head, case.position, None if current is None else current.position, case.total)
+    stored = service.case_answers(session, case.position) if back is not None else {}
+    prefix = "qb" if back is not None else "q"  # fresh widgets for a revisit, so stored values show
     images, form_column = st.columns([3.3, 1.2], gap="medium")
     with images:
         viewer.render(service, session, case.position, info["render"])
     with form_column, st.form(f"questions_{case.position}"):
         answers = {}
         for q in service.questions(session):
-            answers[q["key"]] = question_widget(q, f"q_{case.position}_{q['key']}")
-        submitted = st.form_submit_button("Submit and next case", type="primary", width="stretch")
+            key = f"{prefix}_{case.position}_{q['key']}"
+            answers[q["key"]] = question_widget(q, key, stored.get(q["key"]))
+        label = "Save changes and next case" if back is not None else "Submit and next case"
+        submitted = st.form_submit_button(label, type="primary", width="stretch")
     if submitted:
         seconds = time.monotonic() - started
         try:
@@ -73,4 +117,7 @@ def render(service: StudyService, session: ReaderSession) -> None:
         except (AnswerError, PermissionDenied) as err:
             form_column.error(str(err))
             return
+        if back is not None:
+            following = back + 1
+            _go_to(following if following < current_position else None)
         st.rerun()

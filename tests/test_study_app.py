@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from medsynth.data.phantom import make_phantom
 from medsynth.study import db as study_db
-from medsynth.study.models import Answer
+from medsynth.study.models import Answer, Reader
 from medsynth.study.questions import load_questions
 from medsynth.study.service import StudyService
 
@@ -41,6 +41,10 @@ def study(tmp_path_factory):
         name: service.add_reader("app-study", name, role)
         for name, role in [("ann", "reader"), ("bob", "reader"), ("boss", "admin")]
     }
+    service.create_study(
+        "back-study", files[:3], files[3:], questions, RENDER, repeat_fraction=0.0, allow_back=True
+    )
+    tokens["cat"] = service.add_reader("back-study", "cat", "reader")
     yield url, tokens, service
     study_db.dispose_engines()
 
@@ -57,6 +61,19 @@ def _sign_in(at: AppTest, token: str) -> AppTest:
 
 def _submit(at: AppTest) -> AppTest:
     return next(b for b in at.button if b.label.startswith("Submit")).click().run()
+
+
+def _click(at: AppTest, label: str) -> AppTest:
+    return next(b for b in at.button if b.label == label).click().run()
+
+
+FIRST = {"called_synthetic": True, "confidence": 4, "realism": 2, "slice_consistency": 3, "anatomy": 5}
+
+
+def _answer(at: AppTest, position: int, values: dict) -> AppTest:
+    for key, value in values.items():
+        at.radio(key=f"q_{position}_{key}").set_value(value)
+    return _submit(at)
 
 
 def _markdown(at: AppTest) -> str:
@@ -124,3 +141,36 @@ def test_reader_never_gets_the_admin_page(study, monkeypatch):
     url, tokens, _ = study
     at = _sign_in(_app(url, monkeypatch), tokens["bob"])
     assert not at.metric and "Study ·" not in _markdown(at) and "Case 1 of 6" in _markdown(at)
+
+
+def test_no_back_button_unless_the_study_allows_it(study, monkeypatch):
+    url, tokens, _ = study
+    at = _sign_in(_app(url, monkeypatch), tokens["bob"])
+    at = _answer(at, 0, FIRST)
+    assert not at.exception and "Case 2 of 6" in _markdown(at)
+    labels = [b.label for b in at.button]
+    assert "Previous case" not in labels and "Back to current case" not in labels
+
+
+def test_back_shows_stored_answers_and_resubmitting_edits_them(study, monkeypatch):
+    url, tokens, service = study
+    at = _sign_in(_app(url, monkeypatch), tokens["cat"])
+    assert "Previous case" not in [b.label for b in at.button]  # nothing answered yet
+    at = _answer(at, 0, FIRST)
+    assert "Case 2 of 6" in _markdown(at)
+    at = _click(at, "Previous case")
+    assert not at.exception and "Case 1 of 6" in _markdown(at)
+    assert {k: at.radio(key=f"qb_0_{k}").value for k in FIRST} == FIRST
+    # back to the current case and again to the answered one
+    at = _click(at, "Back to current case")
+    assert "Case 2 of 6" in _markdown(at) and at.radio(key="q_1_realism").value is None
+    at = _click(at, "Previous case")
+    at.radio(key="qb_0_realism").set_value(5)
+    at = next(b for b in at.button if b.label.startswith("Save changes")).click().run()
+    assert not at.exception and "Case 2 of 6" in _markdown(at)  # next after the edit is the current one
+    with study_db.read_session(service.factory) as s:
+        reader = s.scalar(select(Reader).where(Reader.name == "cat"))
+        rows = list(
+            s.scalars(select(Answer).where(Answer.reader_id == reader.id, Answer.question == "realism"))
+        )
+    assert [(r.value, r.edits) for r in rows] == [("5", 1)]
