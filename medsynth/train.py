@@ -165,7 +165,6 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[Any], Any]:
     from lightning.pytorch.callbacks import (
         LearningRateMonitor,
         ModelCheckpoint,
-        RichProgressBar,
         TQDMProgressBar,
     )
 
@@ -173,6 +172,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[Any], Any]:
         CheckpointOnSigterm,
         LastCheckpointAtEnd,
         PreviewCallback,
+        StepBudgetProgressBar,
         ThroughputCallback,
     )
 
@@ -188,6 +188,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[Any], Any]:
             save_top_k=-1 if cb.checkpoint.get("keep_all", False) else 0,
             every_n_train_steps=int(cb.checkpoint.every_n_steps),
             save_on_train_epoch_end=False,
+            enable_version_counter=False,  # last.ckpt is overwritten, never last-v1.ckpt
         ),
         LastCheckpointAtEnd(ckpt_dir / "last.ckpt"),
     ]
@@ -218,7 +219,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[Any], Any]:
     if cb.get("lr_monitor", True) and cfg.logger.kind != "none":
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     if cb.progress == "rich":
-        callbacks.append(RichProgressBar(leave=True))
+        callbacks.append(StepBudgetProgressBar(leave=True))
     elif cb.progress == "tqdm":
         callbacks.append(TQDMProgressBar())
     return callbacks, preview

@@ -12,7 +12,7 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from medsynth.io.atomic import atomic_path
@@ -173,6 +173,16 @@ class LastCheckpointAtEnd(Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         trainer.save_checkpoint(self.checkpoint_path)
+
+
+class StepBudgetProgressBar(RichProgressBar):
+    """Rich progress bar that names the step budget: medsynth trains for ``max_steps`` with
+    ``max_epochs=-1``, which Lightning's bar would print as "Epoch 3/-2"."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        if self.trainer.max_epochs is not None and self.trainer.max_epochs < 0:
+            return f"Epoch {current_epoch} · step {self.trainer.global_step}/{self.trainer.max_steps}"
+        return super()._get_train_description(current_epoch)
 
 
 class ThroughputCallback(Callback):
