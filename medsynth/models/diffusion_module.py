@@ -181,10 +181,31 @@ class DiffusionModule(pl.LightningModule):
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Log the gradient norm; skip the update when a gradient is inf/NaN (as AMP's GradScaler
+        does): the gradients are dropped, so the optimizer leaves every weight as it was and one
+        overflow (bf16 at tiny feature maps) cannot turn the weights into NaN."""
         norms = grad_norm(self.network, norm_type=2)
         total = norms.get("grad_2.0_norm_total")
-        if total is not None:
-            self.log("train/grad_norm", total, sync_dist=True)
+        if total is None:
+            return
+        finite = torch.isfinite(torch.as_tensor(total)).to(self.device, torch.float32)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)  # all ranks skip together
+        self.log("train/skipped_steps", 1.0 - finite, reduce_fx="sum", sync_dist=False)
+        self._steps_seen = getattr(self, "_steps_seen", 0) + 1
+        if finite.item() < 1.0:
+            for parameter in self.network.parameters():
+                parameter.grad = None
+            self._steps_skipped = getattr(self, "_steps_skipped", 0) + 1
+            if self._steps_skipped == 10 and self._steps_skipped * 2 > self._steps_seen:
+                from lightning.pytorch.utilities import rank_zero_warn
+
+                rank_zero_warn(
+                    f"gradients were inf/NaN in {self._steps_skipped} of the first {self._steps_seen} steps "
+                    "(updates skipped): try trainer.precision=32-true, a larger data.shape or fewer UNet levels"
+                )
+            return
+        self.log("train/grad_norm", total, sync_dist=True)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         """Step the optimizer, then the EMA (here, not in ``on_train_batch_end``: checkpoint callbacks run
