@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from baseline_tutorial import tutorial_scheduler, tutorial_unet
+from baseline_tutorial import tutorial_scheduler, tutorial_unet_from_config
 from machine import synchronize
 
 from medsynth.models.representation import WaveletRepresentation
@@ -41,14 +41,7 @@ def autocast_context(device: torch.device, enabled: bool):
 
 def _network(variant: Variant, model_cfg: dict, device: torch.device) -> torch.nn.Module:
     channels = 8 if variant.wavelet else 1
-    net = tutorial_unet(
-        channels,
-        model_cfg["channels"],
-        model_cfg["attention_levels"],
-        model_cfg["num_res_blocks"],
-        model_cfg["num_head_channels"],
-        norm_num_groups=model_cfg["norm_num_groups"],
-    ).to(device)
+    net = tutorial_unet_from_config(model_cfg, channels).to(device)
     if variant.channels_last:
         net = net.to(memory_format=torch.channels_last_3d)
     return net

@@ -37,6 +37,18 @@ def tutorial_unet(
     )
 
 
+def tutorial_unet_from_config(model_cfg, in_channels: int = 1) -> DiffusionModelUNet:
+    """:func:`tutorial_unet` with the widths of a medsynth ``model`` config group (dict-like)."""
+    return tutorial_unet(
+        in_channels,
+        model_cfg["channels"],
+        model_cfg["attention_levels"],
+        model_cfg["num_res_blocks"],
+        model_cfg["num_head_channels"],
+        norm_num_groups=model_cfg["norm_num_groups"],
+    )
+
+
 def tutorial_scheduler() -> DDPMScheduler:
     return DDPMScheduler(
         num_train_timesteps=1000, schedule="scaled_linear_beta", beta_start=0.0005, beta_end=0.0195

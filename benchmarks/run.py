@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from ablation import Variant, time_denoise_variant, time_train_variant  # noqa: E402
-from baseline_tutorial import time_denoising_steps, time_training_steps, tutorial_unet  # noqa: E402
+from baseline_tutorial import time_denoising_steps, time_training_steps, tutorial_unet_from_config  # noqa: E402
 from machine import available_memory_gb, count_flops, load_average, machine_info, peak_gflops, pick_device  # noqa: E402
 from medsynth_side import (  # noqa: E402
     default_thread_settings,
@@ -151,14 +151,7 @@ def measure_size(book: RecordBook, args, plan: Plan, device: torch.device, side:
     base_train: list[float] = []
     if feasible:
         torch.manual_seed(0)
-        net = tutorial_unet(
-            1,
-            model_cfg["channels"],
-            model_cfg["attention_levels"],
-            model_cfg["num_res_blocks"],
-            model_cfg["num_head_channels"],
-            norm_num_groups=model_cfg["norm_num_groups"],
-        ).to(device)
+        net = tutorial_unet_from_config(model_cfg).to(device)
         volume = torch.rand((batch, 1, *shape), device=device) * 2 - 1
         base_train = time_training_steps(net, volume, plan.baseline_train_steps, warmup=1)
     ms_b = medsynth_train(1)
@@ -205,14 +198,7 @@ def measure_size(book: RecordBook, args, plan: Plan, device: torch.device, side:
     samp_a = time_sampling(module, sampler, device, plan.sample_repeats, threads=plan.sample_threads)
     base_denoise: list[float] = []
     if feasible:
-        net = tutorial_unet(
-            1,
-            model_cfg["channels"],
-            model_cfg["attention_levels"],
-            model_cfg["num_res_blocks"],
-            model_cfg["num_head_channels"],
-            norm_num_groups=model_cfg["norm_num_groups"],
-        ).to(device)
+        net = tutorial_unet_from_config(model_cfg).to(device)
         base_denoise = time_denoising_steps(net, (1, *shape), plan.denoise_steps, warmup=1)
     samp_b = time_sampling(module, sampler, device, plan.sample_repeats, threads=plan.sample_threads)
     samp_seconds = samp_a["seconds"] + samp_b["seconds"]
@@ -290,14 +276,7 @@ def measure_flops(book: RecordBook, device: torch.device, size: dict[str, Any]) 
         share_of_bf16_peak=ms_flops / size["ms_step"] / 1e9 / peak16,
     )
     if size["base_step"]:
-        net = tutorial_unet(
-            1,
-            model_cfg["channels"],
-            model_cfg["attention_levels"],
-            model_cfg["num_res_blocks"],
-            model_cfg["num_head_channels"],
-            norm_num_groups=model_cfg["norm_num_groups"],
-        ).to(device)
+        net = tutorial_unet_from_config(model_cfg).to(device)
 
         def base_step() -> None:
             x = torch.randn((batch, 1, *shape), device=device)
