@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 from baseline_tutorial import tutorial_scheduler, tutorial_unet_from_config
-from machine import synchronize
+from machine import synchronize, torch_threads
 
 from medsynth.models.representation import WaveletRepresentation
 
@@ -62,10 +62,7 @@ def time_train_variant(
     device: torch.device,
 ) -> list[float]:
     """Seconds of each timed training step (noise, forward, MSE, backward, Adam) of ``variant``."""
-    previous_threads = torch.get_num_threads()
-    if variant.threads:
-        torch.set_num_threads(variant.threads)
-    try:
+    with torch_threads(variant.threads):
         net = _network(variant, model_cfg, device)
         optimizer = torch.optim.Adam(net.parameters(), lr=5e-5)
         scheduler = tutorial_scheduler()
@@ -88,8 +85,6 @@ def time_train_variant(
             if i >= warmup:
                 times.append(time.perf_counter() - start)
         return times
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 @torch.inference_mode()
@@ -97,10 +92,7 @@ def time_denoise_variant(
     variant: Variant, model_cfg: dict, shape: Sequence[int], n_steps: int, warmup: int, device: torch.device
 ) -> list[float]:
     """Seconds of each timed denoising network call + DDPM update at batch 1 for ``variant``."""
-    previous_threads = torch.get_num_threads()
-    if variant.threads:
-        torch.set_num_threads(variant.threads)
-    try:
+    with torch_threads(variant.threads):
         net = _network(variant, model_cfg, device).eval()
         scheduler = tutorial_scheduler()
         scheduler.set_timesteps(1000)
@@ -116,5 +108,3 @@ def time_denoise_variant(
             if i >= warmup:
                 times.append(time.perf_counter() - start)
         return times
-    finally:
-        torch.set_num_threads(previous_threads)

@@ -131,3 +131,18 @@ def peak_memory_mb(device: torch.device) -> tuple[float, str]:
 def reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+
+
+class torch_threads:
+    """Context manager: ``torch.set_num_threads(n)`` inside, the previous count restored after."""
+
+    def __init__(self, n: int | None):
+        self.n = n
+        self.previous = torch.get_num_threads()
+
+    def __enter__(self) -> None:
+        if self.n:
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_num_threads(self.previous)

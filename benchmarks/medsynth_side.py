@@ -19,6 +19,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+from machine import torch_threads
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
@@ -47,19 +48,25 @@ def resolve_threads_once(setting: Any) -> int:
     return resolve_num_threads(setting) or torch.get_num_threads()
 
 
-class torch_threads:
-    """Context manager: ``torch.set_num_threads(n)`` inside, the previous count restored after."""
-
-    def __init__(self, n: int | None):
-        self.n = n
-        self.previous = torch.get_num_threads()
-
-    def __enter__(self) -> None:
-        if self.n:
-            torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc: object) -> None:
-        torch.set_num_threads(self.previous)
+def benchmark_trainer(
+    device_type: str, precision: str, max_steps: int, gradient_clip_val: float, **extra: Any
+) -> pl.Trainer:
+    """A one-device Lightning Trainer for timing: no logger, checkpoints, progress bar or validation."""
+    return pl.Trainer(
+        accelerator="gpu" if device_type == "cuda" else "cpu",
+        devices=1,
+        precision=precision,
+        max_steps=max_steps,
+        max_epochs=-1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        gradient_clip_val=gradient_clip_val,
+        **extra,
+    )
 
 
 def build_module(config: dict[str, Any], shape: Sequence[int]) -> DiffusionModule:
@@ -126,19 +133,11 @@ def time_training(
     data = DataLoader(
         random_volumes(max(batch_size * total, batch_size), shape), batch_size=batch_size, shuffle=False
     )
-    trainer = pl.Trainer(
-        accelerator="gpu" if device.type == "cuda" else "cpu",
-        devices=1,
-        precision=precision,
-        max_steps=total,
-        max_epochs=-1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        gradient_clip_val=config["trainer"]["gradient_clip_val"],
+    trainer = benchmark_trainer(
+        device.type,
+        precision,
+        total,
+        config["trainer"]["gradient_clip_val"],
         benchmark=device.type == "cuda",
         callbacks=[timer],
     )

@@ -46,8 +46,8 @@ def data_wait_share(
     root: Path, n_steps: int, overrides: Sequence[str] = (), device_type: str = "cpu"
 ) -> dict[str, Any]:
     """Share of training wall time spent waiting for data in a real fit (first fetch excluded)."""
-    import lightning.pytorch as pl
     from lightning.pytorch.profilers import SimpleProfiler
+    from medsynth_side import benchmark_trainer
 
     from medsynth.config import compose_stage
     from medsynth.models.diffusion_module import DiffusionModule
@@ -62,19 +62,11 @@ def data_wait_share(
     start = time.perf_counter()
     datamodule.setup("fit")  # cache fill (CacheDataset) timed apart from the steps
     cache_seconds = time.perf_counter() - start
-    trainer = pl.Trainer(
-        accelerator="gpu" if device_type == "cuda" else "cpu",
-        devices=1,
-        precision=resolve_precision(cfg.trainer.precision, device_type),
-        max_steps=n_steps,
-        max_epochs=-1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        gradient_clip_val=cfg.trainer.gradient_clip_val,
+    trainer = benchmark_trainer(
+        device_type,
+        resolve_precision(cfg.trainer.precision, device_type),
+        n_steps,
+        cfg.trainer.gradient_clip_val,
         profiler=profiler,
     )
     trainer.fit(module, datamodule=datamodule)

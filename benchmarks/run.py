@@ -28,14 +28,21 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from ablation import Variant, time_denoise_variant, time_train_variant  # noqa: E402
 from baseline_tutorial import time_denoising_steps, time_training_steps, tutorial_unet_from_config  # noqa: E402
-from machine import available_memory_gb, count_flops, load_average, machine_info, peak_gflops, pick_device  # noqa: E402
+from machine import (  # noqa: E402
+    available_memory_gb,
+    count_flops,
+    load_average,
+    machine_info,
+    peak_gflops,
+    pick_device,
+    torch_threads,
+)
 from medsynth_side import (  # noqa: E402
     default_thread_settings,
     resolve_threads_once,
     sampler_settings,
     time_sampling,
     time_training,
-    torch_threads,
     training_config,
 )
 from records import RecordBook  # noqa: E402
