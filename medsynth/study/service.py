@@ -341,19 +341,7 @@ class StudyService:
                 if current is not None and position > current:
                     raise PermissionDenied("answer the current case first")
                 for key, text in cleaned.items():
-                    s.add(
-                        Answer(
-                            assignment_id=assignment.id,
-                            reader_id=reader.id,
-                            case_id=assignment.case_id,
-                            question=key,
-                            repeat=assignment.repeat,
-                            value=text,
-                            seconds=seconds,
-                            started_at=assignment.first_shown_at,
-                            submitted_at=now,
-                        )
-                    )
+                    s.add(self._answer_row(assignment, reader.id, key, text, seconds, now))
                 assignment.completed_at = now
                 s.flush()
                 following = self._current_position(s, reader.id)
@@ -525,6 +513,24 @@ class StudyService:
         )
 
     @staticmethod
+    def _answer_row(
+        assignment: Assignment, reader_id: int, key: str, text: str, seconds, now: datetime, edits: int = 0
+    ) -> Answer:
+        """A new answer row for one question of ``assignment``'s showing."""
+        return Answer(
+            assignment_id=assignment.id,
+            reader_id=reader_id,
+            case_id=assignment.case_id,
+            question=key,
+            repeat=assignment.repeat,
+            value=text,
+            seconds=seconds,
+            started_at=assignment.first_shown_at,
+            submitted_at=now,
+            edits=edits,
+        )
+
+    @staticmethod
     def _edit(
         s, reader_id: int, assignment: Assignment, cleaned: dict[str, str], seconds, now: datetime
     ) -> None:
@@ -541,20 +547,7 @@ class StudyService:
         for key, text in cleaned.items():
             row = existing.get(key)
             if row is None:
-                s.add(
-                    Answer(
-                        assignment_id=assignment.id,
-                        reader_id=reader_id,
-                        case_id=assignment.case_id,
-                        question=key,
-                        repeat=assignment.repeat,
-                        value=text,
-                        seconds=seconds,
-                        started_at=assignment.first_shown_at,
-                        submitted_at=now,
-                        edits=1,
-                    )
-                )
+                s.add(StudyService._answer_row(assignment, reader_id, key, text, seconds, now, edits=1))
             elif row.value != text:
                 row.value, row.submitted_at, row.edits = text, now, row.edits + 1
 
