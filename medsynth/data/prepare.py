@@ -33,6 +33,7 @@ from medsynth.data.validation import load_checked_volume
 from medsynth.data.writing import write_nifti
 from medsynth.errors import ConfigError, InputFileError, MedsynthError
 from medsynth.io.atomic import atomic_write_text, remove_stale_temporaries
+from medsynth.io.fingerprint import fingerprint_of
 
 RECORD_DIR = ".medsynth-prepare"
 PREPROCESSING_VERSION = 1
@@ -171,8 +172,9 @@ def _call(fn: Callable, job: tuple):
 
 
 def preprocessing_record(settings: PreprocessSettings, input_path: Path) -> dict:
-    """Content of preprocessing.json (the prepared-dataset contract)."""
-    return {
+    """Content of preprocessing.json (the prepared-dataset contract), with its ``fingerprint``
+    block (:mod:`medsynth.io.fingerprint`) that checkpoints and ``sample`` outputs carry on."""
+    record = {
         "version": PREPROCESSING_VERSION,
         "shape": list(settings.shape),
         "spacing": list(settings.spacing),
@@ -188,6 +190,23 @@ def preprocessing_record(settings: PreprocessSettings, input_path: Path) -> dict
         "input": str(input_path),
         "medsynth_version": __version__,
     }
+    return record | {"fingerprint": fingerprint_of(record)}
+
+
+def overrides_from_fingerprint(fingerprint: dict) -> list[str]:
+    """``data prepare`` overrides that reproduce a fingerprint (``prepare_inputs=true`` of evaluate)."""
+    intensity, crop = fingerprint["intensity"], fingerprint["crop_foreground"]
+    mode = str(intensity["mode"])
+    keys = {"mr": ("lower_percentile", "upper_percentile"), "ct": ("window_low", "window_high")}
+    return [
+        f"shape=[{','.join(str(int(s)) for s in fingerprint['shape'])}]",
+        f"spacing=[{','.join(repr(float(s)) for s in fingerprint['spacing'])}]",
+        f"intensity.mode={mode}",
+        *(f"intensity.{mode}.{key}={float(intensity[key])!r}" for key in keys.get(mode, ("low", "high"))),
+        f"crop_foreground.enabled={str(bool(crop['enabled'])).lower()}",
+        f"crop_foreground.threshold={float(crop['threshold'])!r}",
+        f"crop_foreground.margin_mm={float(crop['margin_mm'])!r}",
+    ]
 
 
 def _say(line: str) -> None:
