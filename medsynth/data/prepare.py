@@ -26,10 +26,10 @@ from omegaconf import DictConfig
 
 from medsynth import __version__
 from medsynth.config import require
-from medsynth.data.discovery import SourceItem, discover
+from medsynth.data.discovery import SourceItem, discover, discovery_options
 from medsynth.data.preprocessing import PreprocessSettings, intensity_window, preprocess_volume, select_volume
 from medsynth.data.progress import progress_bar
-from medsynth.data.validation import load_checked_volume
+from medsynth.data.validation import load_checked_item
 from medsynth.data.writing import write_nifti
 from medsynth.errors import ConfigError, InputFileError, MedsynthError
 from medsynth.io.atomic import atomic_write_text, remove_stale_temporaries
@@ -84,7 +84,7 @@ def check_item(item: SourceItem, settings: PreprocessSettings) -> str | None:
     if item.problem:
         return str(InputFileError(item.source, item.problem))
     try:
-        volume = load_checked_volume(item.source, allow_4d=True)
+        volume = load_checked_item(item)
         array, _ = select_volume(volume, settings.volume_index)
         low, high = intensity_window(array, settings)
         if not high > low:
@@ -100,8 +100,9 @@ def process_item(
     item: SourceItem, settings: PreprocessSettings, out_dir: Path, digest: str
 ) -> tuple[dict, list[str]]:
     """Preprocess one volume, write it and its record atomically; return (manifest row, warnings)."""
-    volume = load_checked_volume(item.source, allow_4d=True)
+    volume = load_checked_item(item)
     array, affine, low, high, warnings = preprocess_volume(volume, settings)
+    warnings = [*volume.warnings, *warnings]
     file_name = f"{item.subject_id}.nii.gz"
     write_nifti(out_dir / file_name, array, affine)
     row = {
@@ -214,7 +215,11 @@ def prepare_dataset(cfg: DictConfig) -> dict:
     show = bool(cfg.progress)
 
     items = discover(
-        input_path, list(cfg.manifest.path_columns), str(cfg.decathlon_section), exclude=[out_dir]
+        input_path,
+        list(cfg.manifest.path_columns),
+        str(cfg.decathlon_section),
+        exclude=[out_dir],
+        **discovery_options(cfg),
     )
     done = (
         {item.subject_id: finished_row(item, out_dir, digest) for item in items} if out_dir.is_dir() else {}
