@@ -43,6 +43,7 @@ class SourceItem:
         subject_id: unique, file-name safe; the output is ``<subject_id>.nii.gz``.
         columns: labels / covariates carried into the prepared manifest.
         problem: why the entry is unusable before even reading it (e.g. missing file), or None.
+        label: the subject's label map (a volume file on the image's grid), or None.
         series_uid: for a DICOM folder, the SeriesInstanceUID to read (None: its only series).
         spacing_tolerance: DICOM: accepted relative deviation of a slice step from the median.
         content_id: what makes two entries the same scan when already known (a DICOM series:
@@ -53,6 +54,7 @@ class SourceItem:
     subject_id: str
     columns: dict = field(default_factory=dict)
     problem: str | None = None
+    label: Path | None = None
     series_uid: str | None = None
     spacing_tolerance: float = DEFAULT_SPACING_TOLERANCE
     content_id: str | None = None
@@ -159,8 +161,20 @@ def _path_column(frame: pd.DataFrame, candidates: Sequence[str], csv_path: Path)
     raise InputFileError(csv_path, f"manifest has no path column (expected one of {', '.join(candidates)})")
 
 
-def discover_manifest(csv_path: Path, path_columns: Sequence[str]) -> list[SourceItem]:
-    """Rows of a CSV manifest: a path column (relative to the CSV's folder) plus carried columns."""
+def _label_map_path(value: object, base: Path) -> Path | None:
+    """The label-map file a manifest cell names (a string ending in a volume suffix), else None."""
+    if not isinstance(value, str) or not is_volume_file(value.strip()):
+        return None
+    path = Path(value.strip())
+    return path if path.is_absolute() else base / path
+
+
+def discover_manifest(csv_path: Path, path_columns: Sequence[str], label_column: str | None = None) -> list[SourceItem]:
+    """Rows of a CSV manifest: a path column (relative to the CSV's folder) plus carried columns.
+
+    Cells of ``label_column`` that name volume files become the items' label maps (relative to the
+    CSV's folder); other values of that column (e.g. an integer class) are carried like any column.
+    """
     try:
         frame = pd.read_csv(csv_path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
@@ -191,13 +205,20 @@ def discover_manifest(csv_path: Path, path_columns: Sequence[str]) -> list[Sourc
         problem = (
             None if path.exists() else f"file does not exist (manifest {csv_path.name} row {row_number})"
         )
+        columns = {c: row[c] for c in carried}
+        label = _label_map_path(row.get(label_column), csv_path.parent) if label_column else None
+        if label is not None:
+            columns.pop(label_column, None)
+            if problem is None and not label.exists():
+                problem = f"label map {label} does not exist (manifest {csv_path.name} row {row_number})"
         uid = row.get(SERIES_COLUMN)
         items.append(
             SourceItem(
                 source=path,
                 subject_id=sid,
-                columns={c: row[c] for c in carried},
+                columns=columns,
                 problem=problem,
+                label=label,
                 series_uid=str(uid) if isinstance(uid, str) and uid.strip() else None,
             )
         )
@@ -249,10 +270,10 @@ def discover_decathlon(json_path: Path, section: str) -> list[SourceItem]:
     for entry in entries:
         path = Path(entry["image"])
         problem = None if path.exists() else "file does not exist (listed in dataset.json)"
-        columns = {"label_path": str(entry["label"])} if "label" in entry else {}
-        items.append(
-            SourceItem(source=path, subject_id=strip_volume_suffix(path), columns=columns, problem=problem)
-        )
+        label = Path(entry["label"]) if isinstance(entry.get("label"), str) else None
+        if problem is None and label is not None and not label.exists():
+            problem = f"label map {label} does not exist (listed in dataset.json)"
+        items.append(SourceItem(source=path, subject_id=strip_volume_suffix(path), problem=problem, label=label))
     return items
 
 
@@ -273,6 +294,7 @@ def discover(
     path_columns: Sequence[str],
     decathlon_section: str,
     exclude=(),
+    label_column: str | None = None,
     series: Sequence[str] | None = None,
     on_duplicate: str = "error",
     spacing_tolerance: float = DEFAULT_SPACING_TOLERANCE,
@@ -294,11 +316,11 @@ def discover(
         raise InputFileError(path, "input does not exist")
     if path.is_dir():
         if (path / FOLDER_MANIFEST).is_file():
-            items = discover_manifest(path / FOLDER_MANIFEST, path_columns)
+            items = discover_manifest(path / FOLDER_MANIFEST, path_columns, label_column)
         else:
             items = discover_folder(path, exclude=exclude, series_filter=series)
     elif path.suffix.lower() == ".csv":
-        items = discover_manifest(path, path_columns)
+        items = discover_manifest(path, path_columns, label_column)
     elif path.suffix.lower() == ".json":
         items = discover_decathlon(path, decathlon_section)
     else:
