@@ -84,6 +84,12 @@ def settings_from_config(cfg: DictConfig) -> AnalysisSettings:
         raise ConfigError("bootstrap.method", f"must be percentile, basic or BCa, got {b.method}")
     if not 0.0 < float(b.confidence_level) < 1.0:
         raise ConfigError("bootstrap.confidence_level", f"must lie in (0, 1), got {b.confidence_level}")
+    covariance = str(cfg.mrmc.covariance)
+    if covariance not in ("DeLong", "jackknife"):
+        raise ConfigError("mrmc.covariance", f"must be DeLong or jackknife, got {covariance}")
+    margin = float(cfg.mrmc.equivalence_margin)
+    if not 0.0 < margin < 0.5:
+        raise ConfigError("mrmc.equivalence_margin", f"must lie in (0, 0.5) (AUC units), got {margin}")
     return AnalysisSettings(
         alpha=alpha,
         scale_min=scale_min,
@@ -94,6 +100,8 @@ def settings_from_config(cfg: DictConfig) -> AnalysisSettings:
         ),
         lower_is_better=tuple(str(p) for p in cfg.ranking.lower_is_better),
         ignore_set_metrics=tuple(str(p) for p in cfg.ranking.ignore),
+        mrmc_covariance=covariance,
+        equivalence_margin=margin,
     )
 
 
