@@ -1,7 +1,8 @@
 """The reader's page: "case k of n", the tri-planar viewer and the question form.
 
-Submitting stores the answers at once (one transaction) and moves on; a reload or a new sign-in
-resumes at the first unanswered case. The ground truth is never fetched here. When the study allows
+Every answer is kept as a server-side draft as soon as it is given; submitting stores the answers
+(one transaction) and moves on; a reload or a new sign-in resumes at the first unanswered case with
+its draft filled in. The ground truth is never fetched here. When the study allows
 going back (``allow_back``), "Previous case" shows an answered case with the stored answers filled in;
 re-submitting edits them through ``StudyService.submit`` (which counts the edit).
 """
@@ -81,25 +82,38 @@ def answer_form(
     service: StudyService, session: ReaderSession, position: int, questions: list[dict], stored: dict,
     revisit: bool, current_position: int,
 ) -> None:
-    """The questions of one showing; Submit stores every answer in one transaction and moves on."""
+    """The questions of one showing. Each change is kept as a server-side draft (a reload or a lost
+    connection loses nothing); Submit stores every answer in one transaction and moves on. Run as a
+    fragment, so answering reruns only the form, never the viewer."""
     prefix = "qb" if revisit else "q"  # fresh widgets for a revisit, so stored values show
-    with st.form(f"questions_{position}"):
-        answers = {}
-        for q in questions:
-            answers[q["key"]] = question_widget(q, f"{prefix}_{position}_{q['key']}", stored.get(q["key"]))
-        submitted = st.form_submit_button(submit_label(revisit), type="primary", width="stretch")
-    if not submitted:
+    keys = {q["key"]: f"{prefix}_{position}_{q['key']}" for q in questions}
+
+    def answers() -> dict:
+        values = {k: st.session_state.get(widget) for k, widget in keys.items()}
+        return {k: v for k, v in values.items() if v is not None and v != ""}
+
+    def keep_draft() -> None:
+        try:
+            service.save_draft(session, position, answers())
+        except (AnswerError, PermissionDenied) as err:
+            st.session_state[f"draft_error_{position}"] = str(err)
+
+    for q in questions:
+        question_widget(q, keys[q["key"]], stored.get(q["key"]), on_change=None if revisit else keep_draft)
+    if error := st.session_state.pop(f"draft_error_{position}", None):
+        st.caption(f"Draft not saved: {error}")
+    if not st.button(submit_label(revisit), type="primary", width="stretch", key=f"submit_{position}"):
         return
     seconds = time.monotonic() - st.session_state.get(f"t0_{position}", time.monotonic())
     try:
-        service.submit(session, position, {k: v for k, v in answers.items() if v is not None}, seconds)
+        service.submit(session, position, answers(), seconds)
     except (AnswerError, PermissionDenied) as err:
         st.error(str(err))
         return
     if revisit:
         following = position + 1
         _go_to(following if following < current_position else None)
-    st.rerun()
+    st.rerun(scope="app")
 
 
 def render(service: StudyService, session: ReaderSession) -> None:
@@ -135,11 +149,11 @@ def render(service: StudyService, session: ReaderSession) -> None:
         back_controls(head, case.position, None if current is None else current.position, case.total)
     questions = service.questions(session)
     revisit = back is not None
-    stored = service.case_answers(session, case.position) if revisit else {}
+    stored = service.case_answers(session, case.position) if revisit else service.draft(session, case.position)
     images, form_column = st.columns([3.1, 1.4], gap="medium")
     with images:
         viewer.render(service, session, case.position, info)
         st.caption(SHORTCUTS)
-    with form_column, st.container(key="answer_form"):
-        answer_form(service, session, case.position, questions, stored, revisit, current_position)
+    with form_column, st.container(key="answer_form", border=True):
+        st.fragment(answer_form)(service, session, case.position, questions, stored, revisit, current_position)
     form_keys.render(case.position, questions, "qb" if revisit else "q", submit_label(revisit))

@@ -17,7 +17,7 @@ header[data-testid="stHeader"], [data-testid="stSidebar"], [data-testid="stSideb
 .case-header {font: 600 1.25rem/1.3 system-ui, sans-serif; color: #e6edf3; margin: 0;}
 .case-sub {color: #aab6c4; font-size: .85rem; font-weight: 400;}
 .st-key-answer_form [data-testid="stVerticalBlock"] {gap: 0.3rem;}
-.st-key-answer_form [data-testid="stForm"] {padding: 0.6rem 0.8rem;}
+.st-key-answer_form {padding: 0.6rem 0.8rem !important;}
 .st-key-answer_form [data-testid="stWidgetLabel"] p {font-size: 0.88rem; margin-bottom: 0;}
 .st-key-answer_form [data-testid="stCaptionContainer"] {margin-top: -0.45rem; font-size: 0.78rem;}
 .st-key-answer_form [data-testid="stRadio"] [role="radiogroup"] {gap: 0 0.2rem; min-height: 0;}

@@ -250,3 +250,29 @@ def test_keyboard_only_flow(server, browser):
     assert stored == {"called_synthetic": "true", "confidence": "4", "realism": "2",
                       "slice_consistency": "3", "anatomy": "5"}  # fmt: skip
     page.context.close()
+
+
+def test_reload_mid_case_restores_the_draft(server, browser):
+    base, tokens, service = server
+    page = _signed_in_reader(browser, base, tokens["kim"])
+    for key in ["r", "3", "4"]:
+        page.keyboard.press(key)
+        page.evaluate(TWO_FRAMES)
+    kim = service.login(tokens["kim"])
+    deadline = time.monotonic() + 20
+    while service.draft(kim, 0) != {"called_synthetic": False, "confidence": 3, "realism": 4}:
+        assert time.monotonic() < deadline, f"draft not saved: {service.draft(kim, 0)}"
+        time.sleep(0.2)
+    page.reload()  # a lost connection or a reload: the session is gone, the draft is not
+    page.wait_for_selector(IDLE, timeout=30_000)
+    page.get_by_label("Access token").fill(tokens["kim"])
+    page.keyboard.press("Enter")
+    page.wait_for_selector(READY, timeout=60_000)
+    page.wait_for_selector(IDLE, timeout=30_000)
+
+    def checked(question):
+        return page.locator(f".st-key-q_0_{question} label:has(input:checked)").inner_text().strip()
+
+    assert (checked("called_synthetic"), checked("confidence"), checked("realism")) == ("Real", "3", "4")
+    assert page.locator(".st-key-q_0_slice_consistency input:checked").count() == 0
+    page.context.close()
