@@ -256,8 +256,7 @@ def simulate_readers(
     names = []
     for i, model in enumerate(models):
         name = f"{name_prefix}_{i + 1:02d}"
-        session = service.login(service.add_reader(study, name, "reader"))
-        mark_simulated(service, session.reader_id)
+        session = service.login(service.add_reader(study, name, "reader", simulated=True))
         questions = service.questions(session)
         rng = np.random.default_rng(reader_seed(seed, name))
         bias = rng.normal(0.0, model.reader_bias_sd)
@@ -282,17 +281,6 @@ def simulate_readers(
             service.submit(session, position, study_answers(questions, given, rng), seconds=seconds)
         names.append(name)
     return names
-
-
-def mark_simulated(service, reader_id: int) -> None:
-    """Store ``simulated = 1`` on the reader (the study database's reader flag)."""
-    from medsynth.study.db import write_session
-    from medsynth.study.models import Reader
-
-    if not hasattr(Reader, "simulated"):  # the flag arrives with migration 0002 (issue 11)
-        return
-    with write_session(service.factory) as s:
-        s.get(Reader, reader_id).simulated = True
 
 
 def simulate_from_config(cfg: DictConfig) -> str:
