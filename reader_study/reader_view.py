@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+import form_keys
 import streamlit as st
 import style
 import viewer
@@ -18,6 +19,10 @@ from medsynth.study.questions import AnswerError
 from medsynth.study.service import PermissionDenied, ReaderSession, StudyService
 
 BACK_KEY = "back_position"  # session-state key: the answered position being revisited, if any
+SHORTCUTS = (
+    "Form keys: **R** real · **S** synthetic · **1–5** rate the highlighted question · **[ ]** move the "
+    "highlight · **N** comment · **Enter** submit (**Ctrl+Enter** from the comment)"
+)
 
 
 def _index(options: list, stored):
@@ -25,27 +30,29 @@ def _index(options: list, stored):
     return options.index(stored) if stored is not None and stored in options else None
 
 
-def question_widget(q: dict, key: str, stored=None):
+def question_widget(q: dict, key: str, stored=None, on_change=None):
     """One input per question type, pre-filled with ``stored``; returns the value (None when unanswered)."""
     label = q["text"]
     if q["type"] == "bool":
         options = [False, True]
         labels = q["labels"]
         return st.radio(label, options, index=_index(options, stored), horizontal=True, key=key,
-                        format_func=lambda v: labels["true" if v else "false"])  # fmt: skip
+                        format_func=lambda v: labels["true" if v else "false"], on_change=on_change)  # fmt: skip
     if q["type"] == "likert":
         anchors = q.get("anchors", {})
         options = list(range(q["min"], q["max"] + 1))
-        value = st.radio(label, options, index=_index(options, stored), horizontal=True, key=key)
+        value = st.radio(label, options, index=_index(options, stored), horizontal=True, key=key,
+                         on_change=on_change)  # fmt: skip
         if anchors:
-            st.caption(
-                " · ".join(f"{k} = {v}" for k, v in sorted(anchors.items(), key=lambda kv: int(kv[0])))
-            )
+            st.caption(" · ".join(f"{k} {v}" for k, v in sorted(anchors.items(), key=lambda kv: int(kv[0]))))
         return value
     if q["type"] == "choice":
-        return st.radio(label, q["options"], index=_index(q["options"], stored), key=key)
+        return st.radio(label, q["options"], index=_index(q["options"], stored), key=key, on_change=on_change)
     text = stored if isinstance(stored, str) else ""
-    return st.text_area(label, value=text, max_chars=q["max_length"], key=key, height=68) or None
+    return (
+        st.text_area(label, value=text, max_chars=q["max_length"], key=key, height=68, on_change=on_change)
+        or None
+    )
 
 
 def _go_to(position: int | None) -> None:
@@ -66,6 +73,35 @@ def back_controls(container, viewed: int, current: int | None, total: int) -> No
         right.button(label, key=f"current_{viewed}", on_click=_go_to, args=(None,))
 
 
+def submit_label(revisit: bool) -> str:
+    return "Save changes and next case" if revisit else "Submit and next case"
+
+
+def answer_form(
+    service: StudyService, session: ReaderSession, position: int, questions: list[dict], stored: dict,
+    revisit: bool, current_position: int,
+) -> None:
+    """The questions of one showing; Submit stores every answer in one transaction and moves on."""
+    prefix = "qb" if revisit else "q"  # fresh widgets for a revisit, so stored values show
+    with st.form(f"questions_{position}"):
+        answers = {}
+        for q in questions:
+            answers[q["key"]] = question_widget(q, f"{prefix}_{position}_{q['key']}", stored.get(q["key"]))
+        submitted = st.form_submit_button(submit_label(revisit), type="primary", width="stretch")
+    if not submitted:
+        return
+    seconds = time.monotonic() - st.session_state.get(f"t0_{position}", time.monotonic())
+    try:
+        service.submit(session, position, {k: v for k, v in answers.items() if v is not None}, seconds)
+    except (AnswerError, PermissionDenied) as err:
+        st.error(str(err))
+        return
+    if revisit:
+        following = position + 1
+        _go_to(following if following < current_position else None)
+    st.rerun()
+
+
 def render(service: StudyService, session: ReaderSession) -> None:
     info = service.study_info(session)
     current = service.current_case(session)
@@ -84,11 +120,12 @@ def render(service: StudyService, session: ReaderSession) -> None:
         if allow_back and progress.total:
             back_controls(st, progress.total, None, progress.total)
         return
-    started = st.session_state.setdefault(f"t0_{case.position}", time.monotonic())
+    st.session_state.setdefault(f"t0_{case.position}", time.monotonic())
     head, bar, who = st.columns([1.3, 2, 0.9], vertical_alignment="center")
-    head.markdown(f"<p class='case-header'>Case {case.number} of {case.total}</p>", unsafe_allow_html=True)
     head.markdown(
-        f"<span class='case-sub'>{info['name']} · case {case.opaque_id}</span>", unsafe_allow_html=True
+        f"<p class='case-header'>Case {case.number} of {case.total}"
+        f" <span class='case-sub'>· {info['name']} · case {case.opaque_id}</span></p>",
+        unsafe_allow_html=True,
     )
     bar.progress(progress.done / max(progress.total, 1), text=f"{progress.done} of {progress.total} answered")
     style.account_bar(who, session.name, session.role)
@@ -96,28 +133,13 @@ def render(service: StudyService, session: ReaderSession) -> None:
         st.warning("The study is closed: answers are not accepted.")
     if allow_back:
         back_controls(head, case.position, None if current is None else current.position, case.total)
-    stored = service.case_answers(session, case.position) if back is not None else {}
-    prefix = "qb" if back is not None else "q"  # fresh widgets for a revisit, so stored values show
-    images, form_column = st.columns([3.3, 1.2], gap="medium")
+    questions = service.questions(session)
+    revisit = back is not None
+    stored = service.case_answers(session, case.position) if revisit else {}
+    images, form_column = st.columns([3.1, 1.4], gap="medium")
     with images:
-        viewer.render(service, session, case.position, info["render"])
-    with form_column, st.form(f"questions_{case.position}"):
-        answers = {}
-        for q in service.questions(session):
-            key = f"{prefix}_{case.position}_{q['key']}"
-            answers[q["key"]] = question_widget(q, key, stored.get(q["key"]))
-        label = "Save changes and next case" if back is not None else "Submit and next case"
-        submitted = st.form_submit_button(label, type="primary", width="stretch")
-    if submitted:
-        seconds = time.monotonic() - started
-        try:
-            service.submit(
-                session, case.position, {k: v for k, v in answers.items() if v is not None}, seconds
-            )
-        except (AnswerError, PermissionDenied) as err:
-            form_column.error(str(err))
-            return
-        if back is not None:
-            following = back + 1
-            _go_to(following if following < current_position else None)
-        st.rerun()
+        viewer.render(service, session, case.position, info)
+        st.caption(SHORTCUTS)
+    with form_column, st.container(key="answer_form"):
+        answer_form(service, session, case.position, questions, stored, revisit, current_position)
+    form_keys.render(case.position, questions, "qb" if revisit else "q", submit_label(revisit))
