@@ -11,15 +11,12 @@ import base64
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from scipy import stats
 
 from medsynth.analysis.bootstrap import BootstrapSettings
 from medsynth.analysis.io import load_per_image, load_ratings, load_set_metrics
 from medsynth.analysis.report import render_report
-from medsynth.analysis.simulation import RealismModel, simulate_ratings
 from medsynth.analysis.summary import AnalysisSettings, analyze
 from medsynth.config import compose_stage, format_defaults, require
 from medsynth.errors import ConfigError, InputFileError
@@ -41,7 +38,8 @@ DESCRIPTION = """medsynth analyze: compare blinded expert ratings with automatic
       agreement between the experts' ranking of the models and each set-level metric's ranking.
 
   medsynth analyze simulate per_image=CSV real_dir=DIR out=ratings.csv readers=3 skill=0.7 seed=0
-      -> a ratings.csv from simulated readers with known skill (demos, tests); keys are the
+      -> a ratings.csv from simulated readers with known skill (demos, tests), every row marked
+         simulated=1; the same reader model as `medsynth study simulate` (reader.* keys); keys are the
          `simulate:` block below (readers=3 means simulate.readers=3).
 
 Default config (every key is a key=value override):
@@ -209,30 +207,13 @@ def _volume_case_ids(folder: str, key: str) -> list[str]:
 
 
 def simulation_cases(sim: DictConfig) -> pd.DataFrame:
-    """Cases for :func:`simulate_ratings`: synthetic ids (+ ``quality``) and real ids."""
+    """Cases for :func:`medsynth.study.simulate.simulate_ratings`: synthetic ids then real ids."""
     if sim.per_image is None and sim.synthetic_dir is None:
         raise ConfigError("per_image", "is required (pass per_image=CSV, or synthetic_dir=DIR)")
     real_ids = _volume_case_ids(str(require(sim, "real_dir")), "real_dir")
-    quality = None
     if sim.per_image is not None:
-        table = load_per_image(str(sim.per_image)).frame
-        synthetic_ids = list(table.index)
-        if sim.quality_metric is not None:
-            metric = str(sim.quality_metric)
-            if metric not in table.columns:
-                raise ConfigError(
-                    "quality_metric",
-                    f"'{metric}' is not a numeric column of {sim.per_image} ({', '.join(table.columns)})",
-                )
-            values = table[metric].to_numpy(dtype=float)
-            # quality in [0, 1] = the metric's rank among the synthetic cases (missing values -> 0.5)
-            ranks = stats.rankdata(values if sim.quality_higher_is_better else -values, nan_policy="omit")
-            quality = np.where(
-                np.isnan(values), 0.5, (ranks - 1) / max(1, np.count_nonzero(~np.isnan(values)) - 1)
-            )
+        synthetic_ids = list(load_per_image(str(sim.per_image)).frame.index)
     else:
-        if sim.quality_metric is not None:
-            raise ConfigError("quality_metric", "needs per_image=CSV")
         synthetic_ids = _volume_case_ids(str(sim.synthetic_dir), "synthetic_dir")
     overlap = sorted(set(real_ids) & set(synthetic_ids))
     if overlap:
@@ -242,36 +223,33 @@ def simulation_cases(sim: DictConfig) -> pd.DataFrame:
     cases = pd.DataFrame(
         {"case_id": synthetic_ids + real_ids, "is_synthetic": [1] * len(synthetic_ids) + [0] * len(real_ids)}
     )
-    cases["quality"] = np.concatenate(
-        [quality if quality is not None else np.full(len(synthetic_ids), 0.5), np.full(len(real_ids), np.nan)]
-    )
     if sim.model is not None:
         cases["model"] = [str(sim.model)] * len(synthetic_ids) + [""] * len(real_ids)
     return cases
 
 
 def run_simulate(cfg: DictConfig) -> int:
+    """``medsynth analyze simulate``: the study's reader simulator, written straight to a ratings.csv."""
+    from medsynth.study.simulate import generator_values, latent_realism, reader_models, simulate_ratings
+
     sim = cfg.simulate
     out = Path(str(require(sim, "out")))
     cases = simulation_cases(sim)
     skill = OmegaConf.to_container(sim.skill) if isinstance(sim.skill, ListConfig) else float(sim.skill)
-    realism = RealismModel(
-        **OmegaConf.to_container(sim.realism), scale_min=int(cfg.scale.min), scale_max=int(cfg.scale.max)
-    )
-    ratings = simulate_ratings(
-        cases,
-        n_readers=int(sim.readers),
-        skill=skill,
-        realism_model=realism,
-        repeat_fraction=float(sim.repeat_fraction),
-        repeat_consistency=float(sim.repeat_consistency),
-        seed=int(sim.seed),
-    )
+    models = reader_models(skill, int(sim.readers), OmegaConf.to_container(sim.reader))
+    synthetic = cases.loc[cases["is_synthetic"] == 1, "case_id"].tolist()
+    values = None
+    if sim.latent_column is not None:
+        if sim.manifest is None:
+            raise ConfigError("manifest", "is required with latent_column (the synthetic set's manifest.csv)")
+        values = generator_values(str(sim.manifest), str(sim.latent_column))
+    latent = latent_realism(synthetic, int(sim.seed), values, float(sim.latent_weight))
+    ratings = simulate_ratings(cases, models, float(sim.repeat_fraction), int(sim.seed), latent)
     with atomic_path(out) as tmp:
         ratings.to_csv(tmp, index=False)
-    n_syn = int(cases["is_synthetic"].sum())
+    n_syn = len(synthetic)
     print(
-        f"{len(ratings)} simulated ratings ({int(sim.readers)} readers, skill {skill}, {n_syn} synthetic + "
-        f"{len(cases) - n_syn} real cases, seed {int(sim.seed)}) written to {out}"
+        f"{len(ratings)} simulated ratings (column simulated=1; {int(sim.readers)} readers, skill {skill}, "
+        f"{n_syn} synthetic + {len(cases) - n_syn} real cases, seed {int(sim.seed)}) written to {out}"
     )
     return 0
