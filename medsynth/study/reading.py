@@ -175,6 +175,16 @@ class Reading(StudyStore):
             source, tuple(int(g) for g in render["grid"]), tuple(rescale) if rescale else None
         )
 
+    def display_spacing(self, rs: ReaderSession, position: int) -> tuple[float, float, float]:
+        """Voxel size (mm, RAS X, Y, Z) of the study grid for a reachable showing: the viewer's aspect."""
+        from medsynth.study.viewer_payload import display_spacing
+
+        with read_session(self.factory) as s:
+            reader = self._reader(s, rs, role="reader")
+            source = s.get(Case, self._reachable(s, reader, position).case_id).source_path
+            grid = [int(g) for g in s.get(Study, reader.study_id).render["grid"]]
+        return display_spacing(source, grid)
+
     def render_slice(
         self, rs: ReaderSession, position: int, plane: str, index: int, preset: str,
         manual: Window | None = None,
