@@ -31,11 +31,11 @@ from omegaconf import DictConfig
 
 from medsynth import __version__
 from medsynth.config import require
-from medsynth.data.discovery import SourceItem, discover
+from medsynth.data.discovery import SourceItem, discover, discovery_options
 from medsynth.data.label_maps import LABEL_DIR, LabelMapSettings, check_label_map
 from medsynth.data.preprocessing import PreprocessSettings, intensity_window, preprocess_pair, select_volume
 from medsynth.data.progress import progress_bar
-from medsynth.data.validation import load_checked_volume
+from medsynth.data.validation import load_checked_item, load_checked_volume
 from medsynth.data.writing import write_label_nifti, write_nifti
 from medsynth.errors import ConfigError, InputFileError, MedsynthError
 from medsynth.io.atomic import atomic_write_text, remove_stale_temporaries
@@ -100,7 +100,7 @@ def check_item(
     if item.problem:
         return str(InputFileError(item.source, item.problem))
     try:
-        volume = load_checked_volume(item.source, allow_4d=True)
+        volume = load_checked_item(item)
         array, _ = select_volume(volume, settings.volume_index)
         low, high = intensity_window(array, settings)
         if not high > low:
@@ -122,11 +122,12 @@ def process_item(
     labels: LabelMapSettings | None = None,
 ) -> tuple[dict, list[str]]:
     """Preprocess one volume (and its label map), write them and the record atomically; return (row, warnings)."""
-    volume = load_checked_volume(item.source, allow_4d=True)
+    volume = load_checked_item(item)
     label = None
     if item.label is not None:
         label = check_label_map(volume, load_checked_volume(item.label), labels or LabelMapSettings())
     array, label_out, affine, low, high, warnings = preprocess_pair(volume, label, settings)
+    warnings = [*volume.warnings, *warnings]
     file_name = f"{item.subject_id}.nii.gz"
     write_nifti(out_dir / file_name, array, affine)
     row = {
@@ -280,6 +281,7 @@ def prepare_dataset(cfg: DictConfig) -> dict:
         str(cfg.decathlon_section),
         exclude=[out_dir],
         label_column=labels.column,
+        **discovery_options(cfg),
     )
     done = (
         {item.subject_id: finished_row(item, out_dir, digest) for item in items} if out_dir.is_dir() else {}
