@@ -100,6 +100,16 @@ def read_preprocessing(root: Path) -> dict[str, Any]:
     return info
 
 
+def _fingerprint_or_none(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The preprocessing fingerprint checkpoints carry (None for records that predate it)."""
+    from medsynth.io.fingerprint import fingerprint_of
+
+    try:
+        return fingerprint_of(record)
+    except (KeyError, TypeError, AttributeError):
+        return None
+
+
 def split_subjects(subject_ids: Sequence[str], val_fraction: float, seed: int) -> tuple[set[str], set[str]]:
     """(train, val) subject sets: subjects ordered by SHA-256 of "seed:subject", first ceil(f*n) to val.
 
@@ -275,6 +285,7 @@ class VolumeDataModule(pl.LightningDataModule):
             "shape": list(self.shape),
             "spacing": [float(s) for s in spacing],
             "affine": np.asarray(affine).tolist(),
+            "fingerprint": _fingerprint_or_none(self.preprocessing),
         }
 
     def _intensity(self, table: pd.DataFrame) -> dict[str, Any] | None:

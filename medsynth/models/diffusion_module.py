@@ -241,6 +241,7 @@ class DiffusionModule(pl.LightningModule):
                 "shape": [int(s) for s in self.geometry["shape"]],
                 "spacing": [float(s) for s in self.geometry["spacing"]],
                 "affine": [[float(v) for v in row] for row in self.geometry["affine"]],
+                "fingerprint": self.geometry.get("fingerprint"),  # medsynth.io.fingerprint
             },
             "intensity": self.intensity,
             "network": self.network_kwargs,
@@ -289,6 +290,7 @@ def bundle_from_metadata(
             shape=tuple(int(s) for s in geometry["shape"]),
             spacing=tuple(float(s) for s in geometry["spacing"]),
             affine=np.asarray(geometry["affine"], dtype=np.float64),
+            fingerprint=geometry.get("fingerprint"),
         ),
         intensity=IntensityMapping(**intensity) if intensity else None,
         checkpoint_path=checkpoint_path,
