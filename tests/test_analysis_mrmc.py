@@ -140,3 +140,34 @@ def test_calibration_small_or_h_holds_alpha_where_the_pooled_binomial_does_not()
     alt = calibration(STRUCTURES["LL"], 4, 25, 25, 1500, 0.75, rng)
     assert 0.90 <= alt["or_coverage"] <= 0.98
     assert alt["or_reject"] > 0.8
+
+
+def test_clustered_intervals_are_wider_than_independent_ones_when_cases_repeat():
+    """HL null study with strong case effects: resampling readers and cases widens the pooled
+    accuracy interval beyond Clopper-Pearson's, which treats the 400 calls as independent."""
+    import pandas as pd
+
+    from medsynth.analysis.bootstrap import BootstrapSettings
+    from medsynth.analysis.reader_stats import clustered_intervals, detection_performance
+
+    positive, negative = simulate_scores(STRUCTURES["HL"], 0.0, 8, 25, 25, 1, np.random.default_rng(4))
+    scores = np.concatenate([positive[0], negative[0]], axis=1)  # (8 readers, 50 cases)
+    rows = [
+        {
+            "reader_id": f"r{r}",
+            "case_id": f"c{k}",
+            "is_synthetic": int(k < 25),
+            "called_synthetic": int(scores[r, k] > 0),
+            "confidence": int(np.clip(1 + abs(scores[r, k]) * 2, 1, 5)),
+        }
+        for r in range(8)
+        for k in range(50)
+    ]
+    firsts = pd.DataFrame(rows)
+    settings = BootstrapSettings(n_resamples=1000)
+    clustered = clustered_intervals(firsts, settings)
+    naive = detection_performance(firsts, 0.05, settings)
+    width = lambda ci: ci[1] - ci[0]  # noqa: E731
+    assert width(clustered["accuracy_ci_clustered"]) > 1.3 * width(naive["accuracy_ci"])
+    assert width(clustered["auc_ci_clustered"]) > 1.3 * width(naive["auc_ci"])
+    assert clustered["accuracy_ci_clustered"][0] < naive["accuracy"] < clustered["accuracy_ci_clustered"][1]

@@ -16,7 +16,11 @@ import numpy as np
 import pandas as pd
 
 from medsynth.errors import ConfigError, InputFileError
-from medsynth.io.ratings_schema import RATINGS_OPTIONAL_NUMERIC_COLUMNS, RATINGS_REQUIRED_COLUMNS
+from medsynth.io.ratings_schema import (
+    RATINGS_OPTIONAL_NUMERIC_COLUMNS,
+    RATINGS_REQUIRED_COLUMNS,
+    restore_text_cell,
+)
 
 RATINGS_REQUIRED = RATINGS_REQUIRED_COLUMNS
 RATINGS_OPTIONAL_NUMERIC = RATINGS_OPTIONAL_NUMERIC_COLUMNS
@@ -80,6 +84,11 @@ def load_ratings(path: str | Path, scale_min: int = 1, scale_max: int = 5) -> pd
     """
     path = Path(path)
     frame = _read_csv(path)
+    for column in frame.columns:  # undo the study export's spreadsheet-formula neutralisation exactly
+        if frame[column].dtype == object or pd.api.types.is_string_dtype(frame[column]):
+            frame[column] = frame[column].map(restore_text_cell)
+    if "confidence" not in frame.columns:  # no confidence asked: accuracy is defined, AUC is not (null)
+        frame["confidence"] = np.nan
     missing = [c for c in RATINGS_REQUIRED if c not in frame.columns]
     if missing:
         raise InputFileError(
@@ -98,6 +107,9 @@ def load_ratings(path: str | Path, scale_min: int = 1, scale_max: int = 5) -> pd
         frame, "called_synthetic", path, "0 or 1", lambda v: v in (0, 1)
     )
     for column in ("confidence", "realism"):
+        if column == "confidence" and frame[column].isna().all():
+            frame[column] = frame[column].astype(float)
+            continue
         frame[column] = _integer_column(frame, column, path, likert, lambda v: scale_min <= v <= scale_max)
     frame["repeat"] = _integer_column(
         frame, "repeat", path, "0 (first showing) or a positive integer", lambda v: v >= 0
