@@ -213,7 +213,6 @@ class StudyDemoSchema:
 @dataclass
 class StudySimulateSchema:
     n_readers: int = count(4)
-    repeat_noise: float = fraction(0.15)
 
 
 @dataclass
@@ -225,6 +224,7 @@ class StudySchema:
     seed: int = 0
     allow_back: bool = False
     role: str = knob("reader", choices=("reader", "admin"))
+    modality: str | None = knob(None, choices=("mr", "ct"))
     port: int = knob(8501, low=1, high=65535)
     out_dir: str | None = knob(None, kind="out_dir")
     demo: StudyDemoSchema = field(default_factory=StudyDemoSchema)
@@ -244,7 +244,6 @@ class BootstrapSchema:
 class AnalyzeSimulateSchema:
     readers: int = count(3)
     repeat_fraction: float = fraction(0.1)
-    repeat_consistency: float = fraction(0.8)
     seed: int = 0
 
 

@@ -65,3 +65,16 @@ def library_error_line(err: BaseException) -> str | None:
         original = getattr(err, "orig", None)
         return f"database: {_first_line(str(original) if original is not None else str(err))}"
     return f"{type(err).__name__}: {_first_line(str(err))}"
+
+
+def user_error_in(err: BaseException) -> MedsynthError | None:
+    """The :class:`MedsynthError` that caused ``err`` (``err`` itself, or one in its ``__cause__`` /
+    ``__context__`` chain, e.g. wrapped by MONAI's ``applying transform``), or None."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, MedsynthError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None

@@ -22,7 +22,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from medsynth.errors import ConfigError, MedsynthError
+from medsynth.errors import ConfigError, MedsynthError, user_error_in
+from medsynth.io.run_dir import remove_unfinished_run
 
 log = logging.getLogger("medsynth.train")
 
@@ -340,7 +341,11 @@ def _task(cfg: DictConfig) -> float | None:
     """Hydra task: train one job; user errors are kept for :func:`main` to report as one line."""
     try:
         result = train(cfg)
-    except MedsynthError as err:
+    except Exception as failure:
+        remove_unfinished_run(run_dir_of_job())  # failures leave nothing (kept once a checkpoint exists)
+        err = user_error_in(failure)
+        if err is None:
+            raise
         _ERRORS.append(err)
         if _is_multirun():
             log.error("%s", err)
