@@ -3,6 +3,7 @@
 medsynth analyze ratings=CSV per_image=CSV [set_metrics=...] out_dir=DIR
 medsynth analyze db=URL [study=NAME] per_image=CSV out_dir=DIR
 medsynth analyze simulate per_image=CSV real_dir=DIR out=ratings.csv readers=3 skill=0.7 seed=0
+medsynth analyze plan readers=[4,8] cases=[60,100] auc=0.65 structure=HL
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import base64
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -37,6 +39,11 @@ DESCRIPTION = """medsynth analyze: compare blinded expert ratings with automatic
       set_metrics={modelA:a/metrics.json,modelB:b/metrics.json} (or a folder of <model>/metrics.json),
       agreement between the experts' ranking of the models and each set-level metric's ranking.
 
+  medsynth analyze plan [readers=[3,5,8,12]] [cases=[50,100,200,400]] [auc=0.65] [structure=HL | pilot=CSV]
+      -> prints readers x cases -> power tables: OR-H power to show readers tell synthetic from real at
+         the expected AUC, and power to show equivalence within +- mrmc.equivalence_margin; keys are the
+         `plan:` block below (readers=[4,8] means plan.readers=[4,8]).
+
   medsynth analyze simulate per_image=CSV real_dir=DIR out=ratings.csv readers=3 skill=0.7 seed=0
       -> a ratings.csv from simulated readers with known skill (demos, tests), every row marked
          simulated=1; the same reader model as `medsynth study simulate` (reader.* keys); keys are the
@@ -47,26 +54,27 @@ Default config (every key is a key=value override):
 
 
 def main(argv: list[str]) -> int:
-    if argv and argv[0] == "simulate":
-        rest = argv[1:]
+    if argv and argv[0] in ("simulate", "plan"):
+        command, rest = argv[0], argv[1:]
         if any(a in ("-h", "--help") for a in rest):
             print(DESCRIPTION + format_defaults(CONFIG))
             return 0
-        return run_simulate(compose_stage(CONFIG, [_simulate_key(o) for o in rest]))
+        cfg = compose_stage(CONFIG, [_block_key(command, o) for o in rest])
+        return run_simulate(cfg) if command == "simulate" else run_plan(cfg)
     if any(a in ("-h", "--help", "help") for a in argv):
         print(DESCRIPTION + format_defaults(CONFIG))
         return 0
     return run_analyze(compose_stage(CONFIG, argv))
 
 
-def _simulate_key(override: str) -> str:
-    """``readers=3`` -> ``simulate.readers=3`` (``scale.*`` and ``simulate.*`` pass unchanged)."""
+def _block_key(block: str, override: str) -> str:
+    """``readers=3`` -> ``<block>.readers=3`` (keys of other blocks, ``scale.*`` and ``mrmc.*`` pass unchanged)."""
     prefix = ""
     while override[:1] in ("+", "~"):
         prefix, override = prefix + override[0], override[1:]
-    if override.startswith(("simulate.", "scale.", "scale=")):
+    if override.startswith((f"{block}.", "scale.", "scale=", "mrmc.", "alpha=")):
         return prefix + override
-    return f"{prefix}simulate.{override}"
+    return f"{prefix}{block}.{override}"
 
 
 def settings_from_config(cfg: DictConfig) -> AnalysisSettings:
@@ -252,4 +260,73 @@ def run_simulate(cfg: DictConfig) -> int:
         f"{len(ratings)} simulated ratings (column simulated=1; {int(sim.readers)} readers, skill {skill}, "
         f"{n_syn} synthetic + {len(cases) - n_syn} real cases, seed {int(sim.seed)}) written to {out}"
     )
+    return 0
+
+
+def _int_list(value: object, key: str, minimum: int) -> list[int]:
+    items = OmegaConf.to_container(value) if isinstance(value, ListConfig) else [value]
+    try:
+        numbers = [int(v) for v in items]
+    except (TypeError, ValueError):
+        raise ConfigError(key, f"must be a list of integers, got {items}") from None
+    if not numbers or min(numbers) < minimum:
+        raise ConfigError(key, f"every value must be at least {minimum}, got {numbers}")
+    return numbers
+
+
+def run_plan(cfg: DictConfig) -> int:
+    """``medsynth analyze plan``: print readers x cases -> power tables (and write them as CSV)."""
+    from medsynth.analysis.plan import (
+        analytic_power,
+        format_table,
+        pilot_components,
+        power_table,
+        simulated_power,
+    )
+    from medsynth.analysis.roe_metz import STRUCTURES
+
+    plan = cfg.plan
+    settings = settings_from_config(cfg)
+    readers = _int_list(plan.readers, "plan.readers", 2)
+    cases = _int_list(plan.cases, "plan.cases", 4)
+    auc, null_auc = float(plan.auc), float(plan.equivalence_auc)
+    if not 0.5 < auc < 1.0:
+        raise ConfigError("plan.auc", f"must lie in (0.5, 1), got {auc}")
+    if not 0.0 < null_auc < 1.0:
+        raise ConfigError("plan.equivalence_auc", f"must lie in (0, 1), got {null_auc}")
+    alpha, margin = settings.alpha, settings.equivalence_margin
+    if plan.pilot is not None:
+        components = pilot_components(load_ratings(str(plan.pilot), settings.scale_min, settings.scale_max))
+        source = (
+            f"OR variance components from the pilot {plan.pilot} ({components.n_readers} readers x "
+            f"{components.n_cases} cases, AUC {components.auc:.3f}: reader variance {components.var_r:.2e}, "
+            f"error variance {components.var_error:.2e}, cov2 {components.cov2:.2e}); analytic power (Hillis & Obuchowski 2011)"
+        )
+
+        def power(r: int, c: int) -> tuple[float, float]:
+            return analytic_power(components, r, c, auc, alpha, margin, null_auc)
+    else:
+        name = str(plan.structure)
+        if name not in STRUCTURES:
+            raise ConfigError("plan.structure", f"must be one of {', '.join(STRUCTURES)}, got {name}")
+        studies = int(plan.studies)
+        if studies < 10:
+            raise ConfigError("plan.studies", f"must be at least 10, got {studies}")
+        rng = np.random.default_rng(int(plan.seed))
+        source = f"Roe-Metz variance structure {name} (Roe & Metz 1997; Hillis 2018), {studies} simulated studies per cell"
+
+        def power(r: int, c: int) -> tuple[float, float]:
+            return simulated_power(STRUCTURES[name], r, c, auc, alpha, margin, studies, rng, null_auc)
+
+    detect, equivalent = power_table(readers, cases, power)
+    print(f"Study sizing: {source}; alpha {alpha}; cases half synthetic, every reader reads every case.\n")
+    print(f"Power to show that readers tell synthetic from real (OR-H, H0: AUC = 0.5) when the AUC is {auc}:")
+    print(format_table(detect))
+    print(f"\nPower to show equivalence (TOST, AUC within 0.5 +- {margin}) when the AUC is {null_auc}:")
+    print(format_table(equivalent))
+    if plan.out is not None:
+        table = detect.stack().rename("power_detect").to_frame().join(equivalent.stack().rename("power_equivalence"))
+        with atomic_path(Path(str(plan.out))) as tmp:
+            table.reset_index().to_csv(tmp, index=False)
+        print(f"\ntables: {plan.out}")
     return 0
