@@ -29,6 +29,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "evaluate": ("medsynth.metrics.cli", "score synthetic volumes against real ones"),
     "study": ("medsynth.study.cli", "run a blinded reader study (create | add-reader | serve | export | demo | simulate)"),
     "analyze": ("medsynth.analysis.cli", "compare reader ratings with automatic metrics"),
+    "utility": ("medsynth.utility.cli", "does synthetic data help a downstream model? (real vs synthetic vs both)"),
 }
 
 USAGE = (

@@ -50,13 +50,15 @@ class Administration(StudyStore):
         models: Mapping[str, str] | None = None,
         secret: str | None = None,
         modality: str = "mr",
+        audit: dict | None = None,
     ) -> int:
         """Create a study with these cases (already sampled); returns its id.
 
         Cases are stored in an order drawn from the study's ``secret`` (a fresh one unless given:
         pass the secret that sampled the cases), so row ids carry no truth. ``models`` optionally
         maps a synthetic file path to the name of the model that made it; ``seed`` is recorded
-        only (public, it drives nothing a reader could predict).
+        only (public, it drives nothing a reader could predict); ``audit`` is the blinding audit
+        made before storing (medsynth.study.audit).
 
         Raises:
             ConfigError: a study with this name exists already, or an unknown modality.
@@ -69,7 +71,7 @@ class Administration(StudyStore):
                 raise ConfigError("study", f"a study named '{name}' exists already in this database")
             study = Study(
                 name=name, seed=int(seed), repeat_fraction=float(repeat_fraction), allow_back=bool(allow_back),
-                questions=list(questions), render=dict(render), secret=secret, modality=modality,
+                questions=list(questions), render=dict(render), secret=secret, modality=modality, audit=audit,
             )  # fmt: skip
             s.add(study)
             s.flush()

@@ -22,6 +22,7 @@ COMMANDS = {
     "rotate-token": "issue a new token for a reader (name, expires_days); the old one stops working",
     "serve": "run the Streamlit reader app on the study database (db, port, address)",
     "export": "write ratings.csv for `medsynth analyze` (db, out)",
+    "audit": "blinding leak detector: AUC of real vs synthetic from format/metadata and intensity cues (db)",
     "demo": "build a ready-to-click study with one admin and two readers; tokens in out_dir",
     "simulate": "add simulated readers with known skill who answer every case (demos, analysis checks)",
 }
@@ -62,6 +63,7 @@ def main(argv: list[str]) -> int:
         "rotate-token": cmd_rotate_token,
         "serve": cmd_serve,
         "export": cmd_export,
+        "audit": cmd_audit,
         "demo": cmd_demo,
         "simulate": cmd_simulate,
     }[command]
@@ -148,6 +150,17 @@ def cmd_export(cfg: DictConfig) -> int:
     out = write_ratings_csv(frame, str(cfg.out))
     print(f"{len(frame)} ratings from {frame['reader_id'].nunique()} readers written to {out}")
     return 0
+
+
+def cmd_audit(cfg: DictConfig) -> int:
+    """Print the audit; exit 0 when no format/metadata channel leaks, 1 when one does."""
+    from medsynth.study.audit import audit_settings, audit_study, format_report
+    from medsynth.study.service import StudyService
+
+    service = StudyService(str(require(cfg, "db")))
+    result = audit_study(service, str(cfg.study), audit_settings(cfg), progress=True)
+    print(format_report(result))
+    return 1 if result["leaks"] else 0
 
 
 def app_path(cfg: DictConfig) -> Path:

@@ -116,7 +116,7 @@ def create_from_config(
     cfg: DictConfig, real_dir: Path, synthetic_dir: Path, n_cases: int, progress: bool = True
 ) -> int:
     """Sample (with a fresh study secret), validate and store the study's cases; returns the study id."""
-    from medsynth.study.assignment import new_study_secret, sample_balanced, secret_seed
+    from medsynth.study.assignment import new_study_secret, sample_balanced, secret_seed, storage_order
     from medsynth.study.questions import load_questions
     from medsynth.study.service import StudyService
 
@@ -129,11 +129,42 @@ def create_from_config(
     pick_real, pick_syn = sample_balanced(real, synthetic, int(n_cases), secret_seed(secret, "cases"))
     models, checkpoint = synthetic_provenance(Path(synthetic_dir))
     check_cases(pick_real + pick_syn, render, progress)
+    entries = [(p, 0) for p in pick_real] + [(p, 1) for p in pick_syn]
+    stored = [entries[i] for i in storage_order(len(entries), secret)]
+    result = audit_planned(cfg, stored, render, secret, progress)
     service = StudyService(str(cfg.db))
     return service.create_study(
         name=str(cfg.study), real_files=pick_real, synthetic_files=pick_syn, questions=questions,
         render=render, seed=int(cfg.seed), repeat_fraction=float(cfg.repeat_fraction),
         allow_back=bool(cfg.allow_back), model=cfg.model, checkpoint=cfg.checkpoint or checkpoint,
         models={k: v for k, v in models.items() if k in {str(Path(p).resolve()) for p in pick_syn}},
-        secret=secret, modality=modality,
+        secret=secret, modality=modality, audit=result,
     )  # fmt: skip
+
+
+def audit_planned(
+    cfg: DictConfig, stored: list[tuple[str, int]], render: dict, secret: str, progress: bool = True
+) -> dict:
+    """Audit the study before it exists (cases in storage order, hypothetical readers' orders).
+
+    Raises:
+        BlindingLeak: a format/metadata channel leaks and ``allow_leaks`` is false.
+    """
+    from medsynth.study.audit import (
+        AuditInput,
+        BlindingLeak,
+        audit,
+        audit_settings,
+        leak_line,
+        planned_showings,
+    )
+
+    settings = audit_settings(cfg)
+    data = AuditInput([p for p, _ in stored], [t for _, t in stored])
+    data.showings = planned_showings(
+        len(stored), secret, float(cfg.repeat_fraction), settings["min_repeat_gap"], int(settings["readers"])
+    )
+    result = audit(data, render, settings, progress)
+    if result["leaks"] and not bool(cfg.allow_leaks):
+        raise BlindingLeak(leak_line(result))
+    return result
