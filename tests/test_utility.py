@@ -204,7 +204,7 @@ def test_task_configs_build_their_network_and_loss(task, out_shape):
     import torch
     from hydra.utils import instantiate
 
-    cfg = compose_stage("utility", ["real_dir=r", "out_dir=o", f"utility/task@task={task}"])
+    cfg = compose_stage("utility", ["real_dir=r", "out_dir=o", f"utility_task@task={task}"])
     net, loss = instantiate(cfg.task.net), instantiate(cfg.task.loss)
     logits = net(torch.randn(2, 1, 16, 16, 16))
     assert tuple(logits.shape) == out_shape
