@@ -312,20 +312,12 @@ class UtilityTrainSchema:
 
 
 @dataclass
-class UtilityBootstrapSchema:
-    n_resamples: int = count(2000)
-    confidence: float = knob(0.95, low=0.0, high=1.0, low_open=True)
-    method: str = knob("percentile", choices=("percentile", "basic", "BCa"))
-    seed: int = 0
-
-
-@dataclass
 class UtilitySchema:
     out_dir: str | None = knob(None, kind="out_dir")
     test_fraction: float = knob(0.3, low=0.0, high=1.0, low_open=True)
     split_seed: int = 0
     train: UtilityTrainSchema = field(default_factory=UtilityTrainSchema)
-    bootstrap: UtilityBootstrapSchema = field(default_factory=UtilityBootstrapSchema)
+    bootstrap: BootstrapSchema = field(default_factory=BootstrapSchema)
     figures: bool = True
     progress: bool = True
 
