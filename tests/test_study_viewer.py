@@ -84,3 +84,33 @@ def test_display_spacing_is_the_field_of_view_over_the_grid(tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((20, 30, 10), np.float32), permuted), str(path))
     assert display_spacing(path, (10, 20, 30)) == pytest.approx((2.0, 3.0, 1.5))
     assert load_display_volume(path, (10, 20, 30)).shape == (10, 20, 30)
+
+
+def test_service_payload_is_reachable_only_and_the_next_one_is_warmed(tmp_path):
+    from medsynth.data.phantom import make_phantom
+    from medsynth.study import db as study_db
+    from medsynth.study.service import PermissionDenied, StudyService
+    from medsynth.study.viewer_payload import _cached_payload
+
+    rng = np.random.default_rng(5)
+    files = []
+    for i in range(4):
+        vol, affine, _ = make_phantom((16, 16, 16), rng)
+        files.append(tmp_path / f"c{i}.nii.gz")
+        nib.save(nib.Nifti1Image(vol, affine), str(files[-1]))
+    service = StudyService(f"sqlite:///{tmp_path / 'study.db'}")
+    questions = [{"key": "called_synthetic", "type": "bool", "text": "?", "labels": {"true": "S", "false": "R"}}]
+    service.create_study("s", files[:2], files[2:], questions, RENDER, repeat_fraction=0.0)
+    reader = service.login(service.add_reader("s", "ann"))
+    data = service.viewer_payload(reader, 0)
+    assert data["shape"] == [20, 24, 16] and data["spacing"] == pytest.approx([9.6, 8.0, 12.0])  # 192 mm FOV
+    with pytest.raises(PermissionDenied):
+        service.viewer_payload(reader, 1)  # never a case ahead
+    _cached_payload.cache_clear()  # other tests' payloads may fill it
+    assert service.prefetch_next(reader) is None  # nothing of the next case reaches the caller
+    assert _cached_payload.cache_info().currsize == 1
+    service.submit(reader, 0, {"called_synthetic": True})
+    hits = _cached_payload.cache_info().hits
+    assert service.viewer_payload(reader, 1)["shape"] == [20, 24, 16]
+    assert _cached_payload.cache_info().hits == hits + 1  # Submit found the next case ready
+    study_db.dispose_engines()

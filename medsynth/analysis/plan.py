@@ -27,7 +27,7 @@ from scipy import stats
 
 from medsynth.analysis import mrmc
 from medsynth.analysis.reader_stats import call_score, first_showings
-from medsynth.analysis.roe_metz import RoeMetzStructure, analyse_studies, delta_for_auc, simulate_scores
+from medsynth.analysis.roe_metz import RoeMetzStructure, simulated_analyses
 from medsynth.errors import ConfigError
 
 
@@ -92,25 +92,14 @@ def simulated_power(
     n_studies: int,
     rng: np.random.Generator,
     null_auc: float = 0.5,
-    max_elements: int = 20_000_000,
 ) -> tuple[float, float]:
     """(share of simulated studies where OR-H rejects at ``auc``, share where TOST shows
-    equivalence at ``null_auc``); studies are simulated in chunks of at most ``max_elements``
-    pairwise comparisons."""
+    equivalence at ``null_auc``)."""
     m = n_cases // 2
-    n = n_cases - m
-    chunk = max(1, max_elements // (n_readers * m * n))
 
     def share(target: float, key: str) -> float:
-        hits, done = 0, 0
-        while done < n_studies:
-            size = min(chunk, n_studies - done)
-            positive, negative = simulate_scores(
-                structure, delta_for_auc(target, structure), n_readers, m, n, size, rng
-            )
-            hits += int(np.sum(analyse_studies(positive, negative, alpha, margin)[key] < alpha))
-            done += size
-        return hits / n_studies
+        batches = simulated_analyses(structure, target, n_readers, m, n_cases - m, n_studies, rng, alpha, margin)
+        return sum(int(np.sum(r[key] < alpha)) for r in batches) / n_studies
 
     return share(auc, "or_p"), share(null_auc, "tost_p")
 

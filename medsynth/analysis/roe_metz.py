@@ -17,6 +17,7 @@ letter data correlation (H: var_c 0.3 + 0.3, L: 0.1 + 0.1), second letter reader
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -127,6 +128,30 @@ def analyse_studies(
     }
 
 
+def simulated_analyses(
+    structure: RoeMetzStructure,
+    auc: float,
+    n_readers: int,
+    n_positive: int,
+    n_negative: int,
+    n_studies: int,
+    rng: np.random.Generator,
+    alpha: float = 0.05,
+    margin: float = 0.05,
+    max_elements: int = 20_000_000,
+) -> Iterator[dict[str, np.ndarray]]:
+    """:func:`analyse_studies` of ``n_studies`` studies simulated at reader-averaged ``auc``, in
+    chunks of at most ``max_elements`` pairwise comparisons (bounded memory)."""
+    delta = delta_for_auc(auc, structure)
+    chunk = max(1, max_elements // (n_readers * n_positive * n_negative))
+    done = 0
+    while done < n_studies:
+        size = min(chunk, n_studies - done)
+        positive, negative = simulate_scores(structure, delta, n_readers, n_positive, n_negative, size, rng)
+        yield analyse_studies(positive, negative, alpha, margin)
+        done += size
+
+
 def calibration(
     structure: RoeMetzStructure,
     n_readers: int,
@@ -136,7 +161,6 @@ def calibration(
     auc: float,
     rng: np.random.Generator,
     alpha: float = 0.05,
-    chunk: int = 5000,
 ) -> dict[str, float]:
     """Operating characteristics of the tests over ``n_studies`` simulated studies.
 
@@ -145,14 +169,9 @@ def calibration(
     the (1 - alpha) OR-H interval of the reader-averaged AUC, whose target is :func:`expected_auc`.
     ``or_dbm_agreement``: share of studies where OR-H (DeLong) and DBM take the same decision.
     """
-    delta = delta_for_auc(auc, structure)
-    target = expected_auc(delta, structure)
+    target = expected_auc(delta_for_auc(auc, structure), structure)
     sums: dict[str, float] = {}
-    done = 0
-    while done < n_studies:
-        size = min(chunk, n_studies - done)
-        positive, negative = simulate_scores(structure, delta, n_readers, n_positive, n_negative, size, rng)
-        r = analyse_studies(positive, negative, alpha)
+    for r in simulated_analyses(structure, auc, n_readers, n_positive, n_negative, n_studies, rng, alpha):
         counts = {
             "or_reject": r["or_p"] < alpha,
             "orj_reject": r["orj_p"] < alpha,
@@ -164,5 +183,4 @@ def calibration(
         }
         for key, hit in counts.items():
             sums[key] = sums.get(key, 0.0) + float(np.sum(hit))
-        done += size
     return {"target_auc": target, "n_studies": n_studies} | {k: v / n_studies for k, v in sums.items()}
