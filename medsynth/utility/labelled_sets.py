@@ -119,7 +119,7 @@ def read_labelled_set(folder: str | Path, key: str, name: str, task) -> Labelled
                 raise InputFileError(manifest, f"row {row_number}: no label map in column '{column}'")
             label = load_checked_volume(folder / value.strip())
             check_label_grid(image, label, tolerance_mm=_grid_tolerance(image))
-            targets.append(check_label_values(label, num_classes))
+            targets.append(check_label_values(label, num_classes, key="task.num_classes"))
         else:
             targets.append(_class_value(value, num_classes, manifest, row_number, column))
         sid = row.get("subject_id")
