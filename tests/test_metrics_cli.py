@@ -215,3 +215,55 @@ def test_help_prints_description_and_defaults(capsys):
     assert cli.main(["evaluate", "--help"]) == 0
     text = capsys.readouterr().out
     assert "real_dir=DIR synthetic_dir=DIR out_dir=DIR" in text and "frd_version: v1" in text
+
+
+def test_raw_real_scans_are_refused_then_prepared_with_prepare_inputs(dirs, capsys, tmp_path):
+    """A new user's first try: raw scans (no preprocessing.json, MR units) vs model-space samples."""
+    from medsynth.config import compose_stage
+    from medsynth.data.prepare import prepare_dataset
+    from medsynth.io.fingerprint import read_fingerprint
+
+    _write_set(tmp_path / "raw_real", "scan", 6, 7, fingerprint=False)
+    _write_set(tmp_path / "raw_other", "scan", 6, 8, fingerprint=False)
+    for path in (tmp_path / "raw_real").glob("*.nii.gz"):  # raw MR units, not [-1, 1]
+        image = nib.load(path)
+        nib.save(nib.Nifti1Image((image.get_fdata() + 1.0) * 600.0, image.affine), path)
+    samples = tmp_path / "samples"  # stands in for `medsynth sample`: prepared volumes + fingerprint
+    prepare_dataset(compose_stage("data_prepare", [
+        f"input={tmp_path / 'raw_other'}", f"out_dir={samples}", "shape=[24,24,24]", "spacing=[8,8,8]",
+        "num_workers=1", "progress=false",
+    ]))  # fmt: skip
+    out = tmp_path / "out"
+    args = [f"real_dir={tmp_path / 'raw_real'}", f"synthetic_dir={samples}", f"out_dir={out}", *FAST]
+    _assert_one_line_error(*_run(capsys, dirs, *args), "real_dir:", "no preprocessing.json", "prepare_inputs=true")
+    assert not out.exists()  # nothing written
+
+    code, stdout, stderr = _run(capsys, dirs, *args, "prepare_inputs=true", "figures=false")
+    assert code == 0, stderr
+    prepared = out / "prepared_inputs" / "real"
+    assert read_fingerprint(prepared, "real") == read_fingerprint(samples, "synthetic")
+    settings = _strict_json(out / "metrics.json")["settings"]
+    assert settings["prepared_inputs"] == {"real_dir": str(prepared)} and settings["n_real"] == 6
+
+
+def test_missing_and_mismatched_fingerprints_are_one_line_errors(dirs, capsys, tmp_path):
+    root = dirs["root"]
+    other = tmp_path / "other"
+    shutil.copytree(root / "real", other)
+    write_fingerprint(other, FINGERPRINT | {"intensity": {**FINGERPRINT["intensity"], "mode": "ct"}})
+    out = tmp_path / "out"
+    _assert_one_line_error(
+        *_run(capsys, dirs, f"real_dir={other}", f"synthetic_dir={root / 'synthetic'}", f"out_dir={out}"),
+        "real_dir: preprocessing fingerprint differs from synthetic_dir's in intensity.mode (ct vs mr)",
+    )
+    _assert_one_line_error(  # another fingerprint is refused even with prepare_inputs (no double windowing)
+        *_run(capsys, dirs, f"real_dir={root / 'real'}", f"synthetic_dir={root / 'synthetic'}",
+              f"train_dir={other}", f"out_dir={out}", "prepare_inputs=true"),
+        "train_dir: preprocessing fingerprint differs from synthetic_dir's in intensity.mode",
+    )  # fmt: skip
+    (other / "preprocessing.json").unlink()
+    _assert_one_line_error(
+        *_run(capsys, dirs, f"real_dir={root / 'real'}", f"synthetic_dir={other}", f"out_dir={out}"),
+        "synthetic_dir:", "no preprocessing.json",
+    )
+    assert not out.exists()

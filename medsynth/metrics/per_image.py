@@ -96,7 +96,7 @@ def nearest_neighbour_correlation(
 
 def memorisation_threshold(
     train: Sequence[np.ndarray],
-    quantile: float = 0.95,
+    quantile: float = 0.9,
     distance_ratio: float = 0.5,
     min_similarity: float = 0.9,
     mask: np.ndarray | None = None,
