@@ -55,7 +55,10 @@ def test_analyze_reads_a_study_database(tmp_path, capsys):
     a = json.loads((tmp_path / "from_db" / "summary.json").read_text())
     b = json.loads((from_csv / "summary.json").read_text())
     assert a["n_readers"] == 2 and a["n_ratings"] == b["n_ratings"] > 0
-    assert a["pooled"] == b["pooled"] and a["agreement"] == b["agreement"]
+    assert a["pooled"] == b["pooled"] and a["agreement"] == b["agreement"] and a["mrmc"] == b["mrmc"]
+    # readers added by `study simulate` are flagged in the database, the export and the report
+    assert a["simulated_readers"] == ["sim_reader_01", "sim_reader_02"]
+    assert "id=simulated-banner" in (tmp_path / "from_db" / "report.html").read_text()
     assert (
         tmp_path / "from_db" / "ratings.csv"
     ).is_file()  # the exported ratings are kept beside the summary

@@ -17,14 +17,13 @@ experts do.
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from medsynth.analysis.bootstrap import BootstrapSettings, bootstrap_ci, finite_or_none
+from medsynth.analysis.bootstrap import BootstrapSettings, bootstrap_ci, finite_or_none, quietly
 from medsynth.io.metrics_schema import MetricsFile
 
 
@@ -35,13 +34,6 @@ def _spearman_vectorized(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.nda
 
 def _kendall(x: np.ndarray, y: np.ndarray) -> float:
     return stats.kendalltau(x, y).statistic
-
-
-def _quiet(fn, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with np.errstate(all="ignore"):
-            return fn(*args, **kwargs)
 
 
 def rank_correlation(x: np.ndarray, y: np.ndarray, bootstrap: BootstrapSettings | None) -> dict:
@@ -58,8 +50,8 @@ def rank_correlation(x: np.ndarray, y: np.ndarray, bootstrap: BootstrapSettings 
     }
     if n < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return result
-    spearman = _quiet(stats.spearmanr, x, y)
-    kendall = _quiet(stats.kendalltau, x, y)
+    spearman = quietly(stats.spearmanr, x, y)
+    kendall = quietly(stats.kendalltau, x, y)
     result.update(
         spearman_rho=finite_or_none(spearman.statistic),
         spearman_p=finite_or_none(spearman.pvalue),

@@ -15,7 +15,11 @@ import pandas as pd
 
 from medsynth.errors import ConfigError, InputFileError
 from medsynth.io.metrics_schema import MetricsFile, read_metrics_file, require_one_schema
-from medsynth.io.ratings_schema import RATINGS_OPTIONAL_NUMERIC_COLUMNS, RATINGS_REQUIRED_COLUMNS
+from medsynth.io.ratings_schema import (
+    RATINGS_OPTIONAL_NUMERIC_COLUMNS,
+    RATINGS_REQUIRED_COLUMNS,
+    restore_text_cell,
+)
 
 RATINGS_REQUIRED = RATINGS_REQUIRED_COLUMNS
 RATINGS_OPTIONAL_NUMERIC = RATINGS_OPTIONAL_NUMERIC_COLUMNS
@@ -83,6 +87,11 @@ def load_ratings(path: str | Path, scale_min: int = 1, scale_max: int = 5) -> pd
     """
     path = Path(path)
     frame = _read_csv(path)
+    for column in frame.columns:  # undo the study export's spreadsheet-formula neutralisation exactly
+        if frame[column].dtype == object or pd.api.types.is_string_dtype(frame[column]):
+            frame[column] = frame[column].map(restore_text_cell)
+    if "confidence" not in frame.columns:  # no confidence asked: accuracy is defined, AUC is not (null)
+        frame["confidence"] = np.nan
     missing = [c for c in RATINGS_REQUIRED if c not in frame.columns]
     if missing:
         raise InputFileError(
@@ -101,6 +110,9 @@ def load_ratings(path: str | Path, scale_min: int = 1, scale_max: int = 5) -> pd
         frame, "called_synthetic", path, "0 or 1", lambda v: v in (0, 1)
     )
     for column in ("confidence", "realism"):
+        if column == "confidence" and frame[column].isna().all():
+            frame[column] = frame[column].astype(float)
+            continue
         frame[column] = _integer_column(frame, column, path, likert, lambda v: scale_min <= v <= scale_max)
     frame["repeat"] = _integer_column(
         frame, "repeat", path, "0 (first showing) or a positive integer", lambda v: v >= 0

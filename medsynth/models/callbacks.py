@@ -1,19 +1,18 @@
-"""Training callbacks: preview PNGs of EMA samples, checkpoint on SIGTERM, volumes/s throughput.
+"""Training callbacks Lightning does not have: preview PNGs of EMA samples, ``last.ckpt`` at the end
+whatever ``max_steps`` is, a progress bar naming the step budget.
 
-Rank 0 alone writes previews and checkpoints; the other ranks wait at a barrier where needed.
+Checkpoint on SIGTERM and throughput are Lightning's own (``ModelCheckpoint(save_on_exception=True)``,
+``ThroughputMonitor`` in conf/callbacks/default.yaml). Rank 0 alone writes previews.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
-import torch
 from lightning.pytorch.callbacks import Callback, RichProgressBar
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from medsynth.io.atomic import atomic_path
 
@@ -138,29 +137,6 @@ class PreviewCallback(Callback):
                 experiment.add_image("preview", image, global_step=step, dataformats="HWC")
 
 
-class CheckpointOnSigterm(Callback):
-    """Save ``<run dir>/checkpoints/last.ckpt`` when SIGTERM stops training (preemption, ``kill``).
-
-    Lightning (2.x) installs its own SIGTERM handler on every platform: it finishes the current
-    batch, then raises ``SIGTERMException``. This callback catches that exception in
-    ``on_exception`` and writes the checkpoint before the process exits, so
-    ``ckpt_path=.../last.ckpt`` resumes exactly.
-    """
-
-    def __init__(self, checkpoint_path: str | Path):
-        self.checkpoint_path = Path(checkpoint_path)
-        self.saved = False
-
-    def on_exception(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
-    ) -> None:
-        if isinstance(exception, SIGTERMException) and not self.saved:
-            trainer.save_checkpoint(self.checkpoint_path)
-            self.saved = True
-            if trainer.is_global_zero:
-                print(f"SIGTERM: saved {self.checkpoint_path} at step {trainer.global_step}", flush=True)
-
-
 class LastCheckpointAtEnd(Callback):
     """Write ``last.ckpt`` when training finishes, whatever ``max_steps`` is.
 
@@ -185,35 +161,6 @@ class StepBudgetProgressBar(RichProgressBar):
         return super()._get_train_description(current_epoch)
 
 
-class ThroughputCallback(Callback):
-    """Training volumes per second (all ranks together), shown in the progress bar and logged as ``train/volumes_per_s``."""
-
-    def __init__(self, smoothing: float = 0.9):
-        self.smoothing = smoothing
-        self._start: float | None = None
-        self._rate: float | None = None
-
-    def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        if self._start is None:
-            return
-        seconds = max(time.perf_counter() - self._start, 1e-9)
-        volumes = int(batch["image"].shape[0]) * int(trainer.world_size)
-        rate = volumes / seconds
-        self._rate = rate if self._rate is None else self.smoothing * self._rate + (1 - self.smoothing) * rate
-        pl_module.log("vol/s", self._rate, prog_bar=True, logger=False, rank_zero_only=True)
-        pl_module.log("train/volumes_per_s", self._rate, prog_bar=False, rank_zero_only=True)
-
-
-def torch_device_name(module: torch.nn.Module) -> str:
-    """Human-readable device of a module's first parameter (for run summaries)."""
-    try:
-        return str(next(module.parameters()).device)
-    except StopIteration:
-        return "cpu"
+def batch_volumes(batch: dict[str, Any]) -> int:
+    """Volumes in a training batch (``batch["image"]``: (B, C, D, H, W)), for Lightning's ``ThroughputMonitor``."""
+    return int(batch["image"].shape[0])

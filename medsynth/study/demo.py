@@ -77,7 +77,7 @@ def degrade(
 
 def build_demo(cfg: DictConfig) -> Path:
     """Build the demo study; returns the tokens file path. Prints how to open it."""
-    from medsynth.study.cli import create_from_config, volume_files
+    from medsynth.study.creation import create_from_config, volume_files
     from medsynth.study.db import normalise_url
     from medsynth.study.service import StudyService
 

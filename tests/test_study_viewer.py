@@ -1,0 +1,116 @@
+"""The viewer payload (medsynth/study/viewer_payload.py): lossless, source-free, modality presets."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medsynth.study.rendering import Window, auto_window, load_display_volume
+from medsynth.study.viewer_payload import (
+    build_payload,
+    decode_stack,
+    display_spacing,
+    payload_data,
+    quantise,
+    to_stack_window,
+)
+
+RENDER = {
+    "grid": [20, 24, 16], "default_preset": "auto", "auto_percentiles": [1.0, 99.5],
+    "presets": {"ct_brain": {"level": 40, "width": 80}, "ct_bone": {"level": 400, "width": 1800}},
+    "viewer": {"levels": 4096, "compression": 6, "mr_presets": {
+        "auto": {"percentiles": [1.0, 99.5], "label": "Auto"},
+        "wide": {"percentiles": [0.0, 100.0], "label": "Full range"}}},
+}  # fmt: skip
+
+
+@pytest.fixture
+def volume():
+    rng = np.random.default_rng(0)
+    return (rng.normal(0, 1, (20, 24, 16)).cumsum(axis=2) * 50).astype(np.float32)
+
+
+def test_stack_round_trips_within_one_level(volume):
+    payload = build_payload(volume, (1.0, 1.0, 2.0), RENDER, "mr")
+    stack = decode_stack(payload.stack, payload.shape)
+    q, lo, hi = quantise(volume, 4096)
+    assert stack.dtype == np.uint16 and stack.shape == volume.shape and stack.max() == 4095
+    assert np.array_equal(stack, q)
+    step = (hi - lo) / 4095
+    assert np.abs(lo + stack * step - volume).max() <= step / 2 + 1e-3  # lossless to half a level
+
+
+def test_integer_volume_with_fewer_values_than_levels_is_exact():
+    hu = np.arange(-1024, 1024, dtype=np.float32).reshape(16, 8, 16)  # 2048 distinct HU values
+    payload = build_payload(hu, (1, 1, 1), RENDER, "ct")
+    stack = decode_stack(payload.stack, payload.shape).astype(np.float64)
+    assert np.array_equal(np.rint(-1024 + stack * 2047 / 4095), hu)
+
+
+def test_presets_follow_the_modality_and_are_in_stack_units(volume):
+    mr = build_payload(volume, (1, 1, 1), RENDER, "mr")
+    ct = build_payload(volume, (1, 1, 1), RENDER, "ct")
+    assert [p.name for p in mr.presets] == ["auto", "wide"]  # no CT windows for an MR study
+    assert [p.name for p in ct.presets] == ["auto", "ct_brain", "ct_bone"]
+    _, lo, hi = quantise(volume, 4096)
+    auto = auto_window(volume, (1.0, 99.5))
+    assert mr.presets[0].level == pytest.approx(to_stack_window(auto, lo, hi, 4096)[0])
+    brain = ct.presets[1]
+    assert (brain.level, brain.width) == pytest.approx(to_stack_window(Window(40, 80), lo, hi, 4096))
+    with pytest.raises(ValueError, match="modality"):
+        build_payload(volume, (1, 1, 1), RENDER, "pet")
+
+
+def test_payload_json_carries_no_source_units_or_header_fields(volume, tmp_path):
+    data = payload_data(volume, (1.5, 1.5, 3.0), RENDER, "mr")
+    assert set(data) == {"shape", "spacing", "levels", "stack", "presets", "default_preset"}
+    text = json.dumps({k: v for k, v in data.items() if k != "stack"})
+    for number in (float(volume.min()), float(volume.max())):
+        assert f"{number:.3f}"[:6] not in text  # the range of source units never travels
+    assert decode_stack(base64.b64decode(data["stack"]), data["shape"]).shape == (20, 24, 16)
+    assert payload_data(volume, (1.5, 1.5, 3.0), RENDER, "mr") == data  # cached, same bytes
+
+
+def test_display_spacing_is_the_field_of_view_over_the_grid(tmp_path):
+    affine = np.diag([-2.0, 3.0, 1.5, 1.0])  # LAS storage order: RAS axes are the same, flipped X
+    path = tmp_path / "v.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((10, 20, 30), np.float32), affine), str(path))
+    assert display_spacing(path, (20, 30, 45)) == pytest.approx((1.0, 2.0, 1.0))
+    permuted = np.array([[0, 0, 2.0, 0], [3.0, 0, 0, 0], [0, 1.5, 0, 0], [0, 0, 0, 1]])  # stored (Y, Z, X)
+    nib.save(nib.Nifti1Image(np.zeros((20, 30, 10), np.float32), permuted), str(path))
+    assert display_spacing(path, (10, 20, 30)) == pytest.approx((2.0, 3.0, 1.5))
+    assert load_display_volume(path, (10, 20, 30)).shape == (10, 20, 30)
+
+
+def test_service_payload_is_reachable_only_and_the_next_one_is_warmed(tmp_path):
+    from medsynth.data.phantom import make_phantom
+    from medsynth.study import db as study_db
+    from medsynth.study.service import PermissionDenied, StudyService
+    from medsynth.study.viewer_payload import _cached_payload
+
+    rng = np.random.default_rng(5)
+    files = []
+    for i in range(4):
+        vol, affine, _ = make_phantom((16, 16, 16), rng)
+        files.append(tmp_path / f"c{i}.nii.gz")
+        nib.save(nib.Nifti1Image(vol, affine), str(files[-1]))
+    service = StudyService(f"sqlite:///{tmp_path / 'study.db'}")
+    questions = [{"key": "called_synthetic", "type": "bool", "text": "?", "labels": {"true": "S", "false": "R"}}]
+    service.create_study("s", files[:2], files[2:], questions, RENDER, repeat_fraction=0.0)
+    reader = service.login(service.add_reader("s", "ann"))
+    data = service.viewer_payload(reader, 0)
+    assert data["shape"] == [20, 24, 16] and data["spacing"] == pytest.approx([9.6, 8.0, 12.0])  # 192 mm FOV
+    with pytest.raises(PermissionDenied):
+        service.viewer_payload(reader, 1)  # never a case ahead
+    _cached_payload.cache_clear()  # other tests' payloads may fill it
+    assert service.prefetch_next(reader) is None  # nothing of the next case reaches the caller
+    assert _cached_payload.cache_info().currsize == 1
+    service.submit(reader, 0, {"called_synthetic": True})
+    hits = _cached_payload.cache_info().hits
+    assert service.viewer_payload(reader, 1)["shape"] == [20, 24, 16]
+    assert _cached_payload.cache_info().hits == hits + 1  # Submit found the next case ready
+    study_db.dispose_engines()
