@@ -12,12 +12,10 @@ import json
 import pytest
 
 from medsynth import cli
-from medsynth.analysis.simulation import simulate_ratings
 from medsynth.io.metrics_schema import read_metrics_file
-from tests.test_analysis_simulation import cases
+from tests.test_analysis_simulation import write_model_study
 
 # experts: good > mid > collapsed (simulated readers find the collapsed model's cases least real)
-QUALITY = {"good": 0.95, "mid": 0.5, "collapsed": 0.05}
 REAL_MS_SSIM = 0.30
 METRICS = {  # (frd_d2, ms_ssim_synthetic, density, precision)
     "good": (900.0, 0.32, 1.05, 0.80),
@@ -50,10 +48,12 @@ def _write_sets(root):
 
 
 def _ratings(root):
-    models = [m for m in QUALITY for _ in range(20)]
-    table = cases(60, 30, [QUALITY[m] for m in models], models)
-    ratings = simulate_ratings(table, n_readers=4, skill=0.65, seed=2)
-    ratings.to_csv(root / "ratings.csv", index=False)
+    """Simulated readers rating 3 models of decreasing realism, named good, mid, collapsed."""
+    study = root / "study"
+    study.mkdir(exist_ok=True)
+    ratings = (study / "ratings.csv") if (study / "ratings.csv").exists() else write_model_study(study)
+    text = ratings.read_text().replace(",bad,", ",collapsed,").replace(",bad\n", ",collapsed\n")
+    (root / "ratings.csv").write_text(text)
     return root / "ratings.csv"
 
 
