@@ -7,6 +7,7 @@ The database URL comes from ``MEDSYNTH_STUDY_DB`` or ``-- --db URL`` after the s
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ import login_view  # noqa: E402
 import reader_view  # noqa: E402
 import style  # noqa: E402
 
-from medsynth.study.service import AuthError, StudyService  # noqa: E402
+from medsynth.study.service import AuthError, SignInPolicy, StudyService  # noqa: E402
 
 SESSION_KEY = "reader_session"
 
@@ -33,8 +34,9 @@ def database_url() -> str | None:
 
 
 @st.cache_resource(show_spinner=False)
-def get_service(url: str) -> StudyService:
-    return StudyService(url)
+def get_service(url: str, sign_in: str | None) -> StudyService:
+    """One service per database; ``sign_in`` is the backoff policy JSON from ``study serve``."""
+    return StudyService(url, SignInPolicy(**json.loads(sign_in)) if sign_in else None)
 
 
 def main() -> None:
@@ -44,7 +46,7 @@ def main() -> None:
     if not url:
         st.error("No study database: start the app with `medsynth study serve db=URL`.")
         return
-    service = get_service(url)
+    service = get_service(url, os.environ.get("MEDSYNTH_STUDY_SIGN_IN"))
     session = st.session_state.get(SESSION_KEY)
     if session is None:
         login_view.render(service, SESSION_KEY)

@@ -98,7 +98,7 @@ def test_without_database_the_app_says_how_to_start(monkeypatch):
 def test_bad_token_is_refused(study, monkeypatch):
     url, _, _ = study
     at = _sign_in(_app(url, monkeypatch), "nope.nope")
-    assert not at.exception and "Unknown or inactive token" in at.error[0].value
+    assert not at.exception and "Unknown, expired or revoked token" in at.error[0].value
     assert "reader_session" not in at.session_state
 
 
