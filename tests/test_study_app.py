@@ -77,12 +77,12 @@ def _answer(at: AppTest, position: int, values: dict) -> AppTest:
 
 
 def _viewer_data(at: AppTest) -> dict:
-    """The JSON the viewer component received (reader_study/viewer.py)."""
-    import json
+    """The header of the message the viewer component received (reader_study/viewer.py)."""
+    from medsynth.study.viewer_payload import parse_message
 
     found = [e.proto for e in at.get("bidi_component") if e.proto.component_name == "medsynth_viewer"]
     assert len(found) == 1
-    return json.loads(found[0].json)
+    return parse_message(found[0].bytes)[0]
 
 
 def _markdown(at: AppTest) -> str:

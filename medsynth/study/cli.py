@@ -174,8 +174,8 @@ def app_path(cfg: DictConfig) -> Path:
         path = Path(str(cfg.app))
     else:
         here = Path(__file__).resolve()
-        packaged = here.parents[1] / "_reader_study" / "app.py"
-        path = packaged if packaged.is_file() else here.parents[2] / "reader_study" / "app.py"
+        packaged = here.parents[1] / "_reader_study" / "server.py"
+        path = packaged if packaged.is_file() else here.parents[2] / "reader_study" / "server.py"
     if not path.is_file():
         raise ConfigError("app", f"Streamlit app not found at {path}")
     return path
