@@ -208,6 +208,8 @@ def test_missing_empty_and_bad_inputs_are_one_line_errors(dirs, capsys, tmp_path
     _assert_one_line_error(
         *_run(capsys, dirs, f"real_dir={root / 'real'}", *good, "radiomics.mask=lungs"), "radiomics.mask"
     )
+    for key, value in (("ci.level", "1.5"), ("memorisation.quantile", "2"), ("prepare_inputs", "maybe")):
+        _assert_one_line_error(*_run(capsys, dirs, f"real_dir={root / 'real'}", *good, f"{key}={value}"), key)
     assert not out.exists()
 
 
