@@ -22,7 +22,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from medsynth.errors import ConfigError, MedsynthError
+from medsynth.errors import ConfigError, MedsynthError, user_error_in
+from medsynth.io.run_dir import remove_unfinished_run
 
 log = logging.getLogger("medsynth.train")
 
@@ -478,9 +479,13 @@ def _task(cfg: DictConfig) -> float | None:
         sys.argv = list(_ORIGINAL_ARGV)
     try:
         result = train(cfg)
-    except MedsynthError as err:
-        if _is_multirun():
+    except Exception as failure:
+        remove_unfinished_run(run_dir_of_job())  # failures leave nothing (kept once a checkpoint exists)
+        err = user_error_in(failure)
+        if err is None:
             raise
+        if _is_multirun():
+            raise err from (None if err is failure else failure)
         _ERRORS.append(err)
         return None
     name = cfg.get("optimized_metric")

@@ -78,23 +78,28 @@ def submit_label(revisit: bool) -> str:
     return "Save changes and next case" if revisit else "Submit and next case"
 
 
+def _widget_keys(position: int, questions: list[dict], revisit: bool) -> dict[str, str]:
+    prefix = "qb" if revisit else "q"  # fresh widgets for a revisit, so stored values show
+    return {q["key"]: f"{prefix}_{position}_{q['key']}" for q in questions}
+
+
+def _given(keys: dict[str, str]) -> dict:
+    """The answers given so far (session state of the question widgets), unanswered ones left out."""
+    values = {k: st.session_state.get(widget) for k, widget in keys.items()}
+    return {k: v for k, v in values.items() if v is not None and v != ""}
+
+
 def answer_form(
     service: StudyService, session: ReaderSession, position: int, questions: list[dict], stored: dict,
-    revisit: bool, current_position: int,
+    revisit: bool,
 ) -> None:
     """The questions of one showing. Each change is kept as a server-side draft (a reload or a lost
-    connection loses nothing); Submit stores every answer in one transaction and moves on. Run as a
-    fragment, so answering reruns only the form, never the viewer."""
-    prefix = "qb" if revisit else "q"  # fresh widgets for a revisit, so stored values show
-    keys = {q["key"]: f"{prefix}_{position}_{q['key']}" for q in questions}
-
-    def answers() -> dict:
-        values = {k: st.session_state.get(widget) for k, widget in keys.items()}
-        return {k: v for k, v in values.items() if v is not None and v != ""}
+    connection loses nothing). Run as a fragment: answering reruns only the form, never the viewer."""
+    keys = _widget_keys(position, questions, revisit)
 
     def keep_draft() -> None:
         try:
-            service.save_draft(session, position, answers())
+            service.save_draft(session, position, _given(keys))
         except (AnswerError, PermissionDenied) as err:
             st.session_state[f"draft_error_{position}"] = str(err)
 
@@ -102,18 +107,23 @@ def answer_form(
         question_widget(q, keys[q["key"]], stored.get(q["key"]), on_change=None if revisit else keep_draft)
     if error := st.session_state.pop(f"draft_error_{position}", None):
         st.caption(f"Draft not saved: {error}")
-    if not st.button(submit_label(revisit), type="primary", width="stretch", key=f"submit_{position}"):
-        return
+
+
+def submit_answers(
+    service: StudyService, session: ReaderSession, position: int, questions: list[dict], revisit: bool,
+    current_position: int,
+) -> None:
+    """Submit's callback: store every answer of the showing in one transaction. It runs before the
+    page's next script run, so that one run already shows the next case."""
     seconds = time.monotonic() - st.session_state.get(f"t0_{position}", time.monotonic())
     try:
-        service.submit(session, position, answers(), seconds)
+        service.submit(session, position, _given(_widget_keys(position, questions, revisit)), seconds)
     except (AnswerError, PermissionDenied) as err:
-        st.error(str(err))
+        st.session_state[f"submit_error_{position}"] = str(err)
         return
     if revisit:
         following = position + 1
         _go_to(following if following < current_position else None)
-    st.rerun(scope="app")
 
 
 def render(service: StudyService, session: ReaderSession) -> None:
@@ -138,7 +148,7 @@ def render(service: StudyService, session: ReaderSession) -> None:
     head, bar, who = st.columns([1.3, 2, 0.9], vertical_alignment="center")
     head.markdown(
         f"<p class='case-header'>Case {case.number} of {case.total}"
-        f" <span class='case-sub'>· {info['name']} · case {case.opaque_id}</span></p>",
+        f" <span class='case-sub'>· {style.safe_text(info['name'])} · case {style.safe_text(case.opaque_id)}</span></p>",
         unsafe_allow_html=True,
     )
     bar.progress(progress.done / max(progress.total, 1), text=f"{progress.done} of {progress.total} answered")
@@ -152,8 +162,14 @@ def render(service: StudyService, session: ReaderSession) -> None:
     stored = service.case_answers(session, case.position) if revisit else service.draft(session, case.position)
     images, form_column = st.columns([3.1, 1.4], gap="medium")
     with images:
-        viewer.render(service, session, case.position, info)
+        viewer.render(service, session, case.position)
         st.caption(SHORTCUTS)
     with form_column, st.container(key="answer_form", border=True):
-        st.fragment(answer_form)(service, session, case.position, questions, stored, revisit, current_position)
+        st.fragment(answer_form)(service, session, case.position, questions, stored, revisit)
+        st.button(
+            submit_label(revisit), type="primary", width="stretch", key=f"submit_{case.position}",
+            on_click=submit_answers, args=(service, session, case.position, questions, revisit, current_position),
+        )  # fmt: skip
+        if error := st.session_state.pop(f"submit_error_{case.position}", None):
+            st.error(error)
     form_keys.render(case.position, questions, "qb" if revisit else "q", submit_label(revisit))

@@ -10,12 +10,13 @@ time: the JS and CSS ship inside the package.
 
 from __future__ import annotations
 
+import logging
+import threading
 from pathlib import Path
 
 import streamlit as st
 
 from medsynth.study.service import ReaderSession, StudyService
-from medsynth.study.viewer_payload import MODALITIES, payload_data
 
 ASSETS = Path(__file__).resolve().parent / "viewer_component"
 COMPONENT = st.components.v2.component(
@@ -26,18 +27,18 @@ COMPONENT = st.components.v2.component(
 )
 
 
-def study_modality(info: dict) -> str:
-    """The study's modality setting; studies created before it existed: CT when intensities are
-    mapped back to physical units (``render.rescale_from_unit``), else MR."""
-    modality = info.get("modality")
-    if modality in MODALITIES:
-        return modality
-    return "ct" if info["render"].get("rescale_from_unit") else "mr"
+def render(service: StudyService, session: ReaderSession, position: int) -> None:
+    """Mount the viewer on a reachable showing, then warm the next showing's payload on the server
+    (in the background: the reader reads for seconds, Submit then finds the next case ready)."""
+    COMPONENT(key=f"viewer_{position}", data=service.viewer_payload(session, position))
+    started = f"prefetched_{position}"
+    if not st.session_state.get(started):
+        st.session_state[started] = True
+        threading.Thread(target=_prefetch, args=(service, session), daemon=True).start()
 
 
-def render(service: StudyService, session: ReaderSession, position: int, info: dict) -> None:
-    volume = service.display_volume(session, position)
-    spacing = service.display_spacing(session, position)
-    data = payload_data(volume, spacing, info["render"], study_modality(info))
-    data["showing"] = int(position)
-    COMPONENT(key=f"viewer_{position}", data=data)
+def _prefetch(service: StudyService, session: ReaderSession) -> None:
+    try:
+        service.prefetch_next(session)
+    except Exception:  # best effort: the next case loads (and reports errors) when it is shown
+        logging.getLogger(__name__).debug("prefetch failed", exc_info=True)

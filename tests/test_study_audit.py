@@ -90,7 +90,7 @@ def test_channels_are_a_registry_others_can_extend(sets, tmp_path):
         )
         data.showings = study_audit.planned_showings(16, "0" * 64, 0.0, 3, 1)
         settings = {"folds": 3, "bootstrap": 200, "ci": 0.95, "refuse_lower_ci": 0.65, "margin": 0.1,
-                    "gross_effect": 15.0, "seed": 0}
+                    "gross_effect": 15.0, "alpha": 0.01, "seed": 0}
         result = study_audit.audit(data, {"grid": [12, 12, 12], "png_size": 32, "default_preset": "auto",
                                           "auto_percentiles": [1, 99.5], "presets": {}}, settings)  # fmt: skip
         assert result["channels"]["test_voxel_count"]["auc"] == 0.5  # constant: no information

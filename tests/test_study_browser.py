@@ -8,10 +8,6 @@ tests/test_study_viewer_browser.py (which also takes the README screenshot).
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import nibabel as nib
@@ -22,14 +18,14 @@ import pytest
 from medsynth.config import compose_stage
 from medsynth.data.phantom import make_phantom
 from medsynth.study import db as study_db
-from medsynth.study.cli import serve_env, streamlit_command
+from medsynth.study.local_server import CHROMIUM_ARGS, LocalStudyServer, chromium_path
 from medsynth.study.questions import load_questions
 from medsynth.study.service import StudyService
 from medsynth.study.testing import free_port
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = shutil.which("chromium")
+CHROMIUM = chromium_path()
 IDLE = "[data-test-script-state='notRunning']"
 ANSWERS = [  # (question text, option label) per case
     [("Is this scan real or synthetic?", "Synthetic"), ("How confident", "4"), ("How realistic", "2"),
@@ -53,9 +49,8 @@ def server(tmp_path_factory):
         files.append(root / f"scan_{i}.nii.gz")
         nib.save(nib.Nifti1Image(vol, affine), str(files[-1]))
     url = f"sqlite:///{root / 'study.db'}"
-    port = free_port()
     cfg = compose_stage(
-        "study", [f"db={url}", f"port={port}", "render.grid=[128,128,128]", "render.png_size=384"]
+        "study", [f"db={url}", f"port={free_port()}", "render.grid=[128,128,128]", "render.png_size=384"]
     )
     service = StudyService(url)
     from omegaconf import OmegaConf
@@ -73,25 +68,8 @@ def server(tmp_path_factory):
         "reader": service.add_reader("realism-study", "ann"),
         "admin": service.add_reader("realism-study", "boss", "admin"),
     }
-    log = open(root / "streamlit.log", "w")
-    proc = subprocess.Popen(
-        streamlit_command(cfg), env=serve_env(cfg), stdout=log, stderr=subprocess.STDOUT, cwd=root
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 40
-    while time.monotonic() < deadline:
-        try:
-            if urllib.request.urlopen(f"{base}/_stcore/health", timeout=1).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail(f"streamlit did not start: {(root / 'streamlit.log').read_text()[-2000:]}")
-    yield base, tokens, root
-    proc.terminate()
-    proc.wait(15)
-    log.close()
+    with LocalStudyServer(cfg, root) as base:
+        yield base, tokens, root
     study_db.dispose_engines()
 
 
@@ -100,16 +78,7 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--headless",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-            ],
-        )
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
         yield browser
         browser.close()
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import nibabel as nib
@@ -23,7 +21,7 @@ from sqlalchemy import select
 from medsynth.config import compose_stage
 from medsynth.data.phantom import make_phantom
 from medsynth.study import db as study_db
-from medsynth.study.cli import serve_env, streamlit_command
+from medsynth.study.local_server import CHROMIUM_ARGS, LocalStudyServer, chromium_path
 from medsynth.study.models import Answer, Reader
 from medsynth.study.questions import load_questions
 from medsynth.study.service import StudyService
@@ -31,7 +29,7 @@ from medsynth.study.testing import free_port
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = shutil.which("chromium")
+CHROMIUM = chromium_path()
 IDLE = "[data-test-script-state='notRunning']"
 READY = ".msv-root[data-ready='true']"
 N_CASES = 4
@@ -60,8 +58,7 @@ def server(tmp_path_factory):
         files.append(root / f"scan_{i}.nii.gz")
         nib.save(nib.Nifti1Image(vol, affine), str(files[-1]))
     url = f"sqlite:///{root / 'study.db'}"
-    port = free_port()
-    cfg = compose_stage("study", [f"db={url}", f"port={port}", "render.grid=[64,64,64]"])
+    cfg = compose_stage("study", [f"db={url}", f"port={free_port()}", "render.grid=[64,64,64]"])
     service = StudyService(url)
     questions = load_questions(ROOT / "conf/study_questions/default.yaml")
     half = N_CASES // 2
@@ -70,25 +67,8 @@ def server(tmp_path_factory):
         repeat_fraction=0.0,
     )  # fmt: skip
     tokens = {name: service.add_reader("realism-study", name) for name in ("ann", "kim")}
-    log = open(root / "streamlit.log", "w")
-    proc = subprocess.Popen(
-        streamlit_command(cfg), env=serve_env(cfg), stdout=log, stderr=subprocess.STDOUT, cwd=root
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 40
-    while time.monotonic() < deadline:
-        try:
-            if urllib.request.urlopen(f"{base}/_stcore/health", timeout=1).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail(f"streamlit did not start: {(root / 'streamlit.log').read_text()[-2000:]}")
-    yield base, tokens, service
-    proc.terminate()
-    proc.wait(15)
-    log.close()
+    with LocalStudyServer(cfg, root) as base:
+        yield base, tokens, service
     study_db.dispose_engines()
 
 
@@ -97,11 +77,7 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update"],
-        )  # fmt: skip
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
         yield browser
         browser.close()
 

@@ -208,8 +208,13 @@ def _volume_case_ids(folder: str, key: str) -> list[str]:
     path = Path(folder)
     if not path.is_dir():
         raise ConfigError(key, f"'{folder}' is not a folder")
+    from medsynth.data.label_maps import paired_label_files
+
+    labels = paired_label_files(path)  # a paired sample's label maps are not cases
     names = sorted(
-        p.name for p in path.iterdir() if p.name.endswith((".nii", ".nii.gz")) and not p.name.startswith(".")
+        p.name
+        for p in path.iterdir()
+        if p.name.endswith((".nii", ".nii.gz")) and not p.name.startswith(".") and p.name not in labels
     )
     if not names:
         raise InputFileError(path, "holds no .nii/.nii.gz volume")

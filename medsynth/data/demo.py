@@ -1,6 +1,6 @@
 """``medsynth data demo``: write an embedded demo dataset (phantom or brain) with its manifest.
 
-Output: ``out_dir/<dataset>_<i:04d>.nii.gz`` (float32, RAS affine in mm, raw intensities) and
+Output: ``out_dir/<subject_prefix>_<i:04d>.nii.gz`` (prefix: the dataset name by default) (float32, RAS affine in mm, raw intensities) and
 ``out_dir/manifest.csv`` with ``file`` (relative), ``subject_id``, then labels and per-subject
 parameters (phantom: integer ``lesion``; brain: categorical ``group`` and float ``age``).
 With ``label_maps: true`` each subject also gets ``out_dir/labels/<subject_id>.nii.gz`` (uint8, same
@@ -86,6 +86,9 @@ def build_demo(cfg: DictConfig, progress: bool = True) -> pd.DataFrame:
         raise ConfigError("n", f"must be at least 1, got {n}")
     shape = _shape(cfg)
     seed = int(cfg.seed)
+    prefix = str(cfg.get("subject_prefix") or dataset)
+    if not prefix or any(not (c.isalnum() or c in "-_") for c in prefix):
+        raise ConfigError("subject_prefix", f"use letters, digits, '-' or '_' only, got '{prefix}'")
     out_dir = Path(str(cfg.out_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out_dir)
@@ -99,7 +102,7 @@ def build_demo(cfg: DictConfig, progress: bool = True) -> pd.DataFrame:
     with progress_bar(progress) as bar:
         task = bar.add_task(f"demo {dataset}", total=n)
         for i in range(n):
-            subject_id = f"{dataset}_{i:04d}"
+            subject_id = f"{prefix}_{i:04d}"
             volume, label, affine, columns = make(np.random.default_rng([seed, i]))
             write_nifti(out_dir / f"{subject_id}.nii.gz", volume, affine)
             row = {"file": f"{subject_id}.nii.gz", "subject_id": subject_id, **columns}

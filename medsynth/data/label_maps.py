@@ -11,6 +11,7 @@ moves it through the image's spatial transforms with nearest-neighbour interpola
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -19,6 +20,8 @@ from medsynth.errors import ConfigError, InputFileError
 
 #: sub-folder of a prepared (or demo) dataset holding the label maps
 LABEL_DIR = "labels"
+#: manifest column of a paired ``medsynth sample`` folder naming each sample's label map (beside the image)
+PAIRED_LABEL_COLUMN = "label_file"
 #: largest label value a uint8 label map holds
 MAX_LABEL = int(np.iinfo(np.uint8).max)
 
@@ -86,8 +89,11 @@ def check_label_grid(image: Volume, label: Volume, tolerance_mm: float) -> None:
         )
 
 
-def check_label_values(label: Volume, num_classes: int | None) -> np.ndarray:
-    """The label map as uint8 (X, Y, Z); InputFileError for non-integer values or values outside the classes."""
+def check_label_values(label: Volume, num_classes: int | None, key: str = "label_map.num_classes") -> np.ndarray:
+    """The label map as uint8 (X, Y, Z); InputFileError for non-integer values or values outside the classes.
+
+    ``key`` names the setting that holds ``num_classes`` in the error line.
+    """
     values = label.array
     if not np.all(np.isfinite(values)) or not np.array_equal(values, np.round(values)):
         raise InputFileError(label.path, "label map holds non-integer values (is it an image, not a label map?)")
@@ -96,7 +102,7 @@ def check_label_values(label: Volume, num_classes: int | None) -> np.ndarray:
     outside = present[(present < 0) | (present > upper)]
     if outside.size:
         shown = ", ".join(f"{v:g}" for v in outside[:5]) + (" ..." if outside.size > 5 else "")
-        where = f"label_map.num_classes={num_classes}" if num_classes is not None else "uint8"
+        where = f"{key}={num_classes}" if num_classes is not None else "uint8"
         raise InputFileError(label.path, f"label values {shown} outside 0..{upper} ({where})")
     return values.astype(np.uint8)
 
@@ -105,3 +111,23 @@ def check_label_map(image: Volume, label: Volume, settings: LabelMapSettings) ->
     """Grid and value checks of one image's label map; returns it as uint8 (X, Y, Z)."""
     check_label_grid(image, label, settings.grid_tolerance_mm)
     return check_label_values(label, settings.num_classes)
+
+
+def paired_label_files(folder: str | Path) -> set[str]:
+    """Names of the label maps a folder's ``manifest.csv`` lists in ``label_file`` (paired samples).
+
+    Folder readers that take every volume directly inside a folder (evaluate, study) leave these
+    out: a label map is never a scan. Empty when there is no manifest or no such column.
+    """
+    import pandas as pd
+
+    manifest = Path(folder) / "manifest.csv"
+    if not manifest.is_file():
+        return set()
+    try:
+        frame = pd.read_csv(manifest, usecols=lambda c: c == PAIRED_LABEL_COLUMN)
+    except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return set()
+    if PAIRED_LABEL_COLUMN not in frame.columns:
+        return set()
+    return {Path(str(v)).name for v in frame[PAIRED_LABEL_COLUMN].dropna()}

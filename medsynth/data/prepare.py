@@ -251,6 +251,19 @@ def overrides_from_fingerprint(fingerprint: dict) -> list[str]:
     ]
 
 
+def observed_classes(out_dir: Path, rows: list[dict], column: str) -> int:
+    """1 + the largest label value over the prepared label maps named in ``rows``."""
+    import nibabel as nib
+    import numpy as np
+
+    largest = 0
+    for row in rows:
+        name = row.get(column)
+        if isinstance(name, str) and name:
+            largest = max(largest, int(np.max(np.asarray(nib.load(str(out_dir / name)).dataobj))))
+    return largest + 1
+
+
 def _say(line: str) -> None:
     print(line, file=sys.stderr)
 
@@ -337,6 +350,8 @@ def prepare_dataset(cfg: DictConfig) -> dict:
     atomic_write_text(out_dir / "manifest.csv", pd.DataFrame(rows).to_csv(index=False))
     has_labels = any(item.label is not None for item in items)
     record = preprocessing_record(settings, input_path, labels if has_labels else None)
+    if has_labels and labels.num_classes is None:  # record the classes seen, for label_map_classes=auto
+        record["label_map"]["num_classes"] = observed_classes(out_dir, rows, labels.column)
     atomic_write_text(out_dir / "preprocessing.json", json.dumps(record, indent=2) + "\n")
     return {
         "prepared": prepared,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medsynth.data.label_maps import paired_label_files
 from medsynth.data.reading import is_volume_file, strip_volume_suffix
 from medsynth.data.validation import load_checked_volume
 from medsynth.errors import ConfigError, InputFileError
@@ -28,8 +29,11 @@ def list_volume_files(folder: str | Path, key: str, minimum: int = 3) -> list[Pa
         raise ConfigError(key, f"folder {path} does not exist")
     if not path.is_dir():
         raise ConfigError(key, f"{path} is not a folder")
+    labels = paired_label_files(path)  # a paired sample's label maps are not scans
     files = sorted(
-        p for p in path.iterdir() if p.is_file() and not p.name.startswith(".") and is_volume_file(p)
+        p
+        for p in path.iterdir()
+        if p.is_file() and not p.name.startswith(".") and is_volume_file(p) and p.name not in labels
     )
     if len(files) < minimum:
         found = "no volume files" if not files else f"only {len(files)} volume file(s)"

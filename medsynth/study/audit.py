@@ -11,10 +11,12 @@ registry of small channel functions in two groups:
 A cross-validated logistic regression (scikit-learn; folds grouped by case so repeats never sit on
 both sides) predicts real vs synthetic from each channel and from each group; the case-level ROC
 AUC of the out-of-fold scores gets a case-bootstrap confidence interval. A ``format`` channel whose interval lies above
-``refuse_lower_ci`` is a leak when it also tells more than the image a reader judges: its AUC
-exceeds the intensity group's (what the rendered pixels themselves show) by at least ``margin``, or
-it differs grossly between the sets (standardised mean difference >= ``gross_effect``, e.g. raw
-units against model units [-1, 1]). A noisier synthetic set also makes bigger lossless PNGs and
+``refuse_lower_ci`` is a leak when it also tells more than the image a reader judges: it differs
+grossly between the sets (standardised mean difference >= ``gross_effect``, e.g. raw units against
+model units [-1, 1]), or its AUC is significant (one-sided Mann-Whitney on the case scores,
+Bonferroni over the format channels, < ``alpha``) and exceeds the intensity group's (what the
+rendered pixels themselves show) by at least ``margin``. Tiny studies (4 + 4 cases) can therefore
+only be refused for gross differences: chance alone separates 4 + 4 cases perfectly 1 time in 70. A noisier synthetic set also makes bigger lossless PNGs and
 other auto windows, by a few standard deviations: that is the image, not a leak (measured in
 docs/study.md). ``study create`` refuses a leaky study unless ``allow_leaks=true``.
 Intensity cues are reported with a hint, never refused (they may be a real realism difference).
@@ -227,9 +229,11 @@ def case_auc(truth: np.ndarray, score: np.ndarray) -> np.ndarray:
 
 def cross_validated_auc(
     x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int, n_boot: int, ci: float, seed: int
-) -> tuple[float, list[float]]:
+) -> tuple[float, list[float], float]:
     """Case-level ROC AUC of out-of-fold scores of a standardised logistic regression (folds grouped
-    by case; a case's score is the mean over its showings), with a case-bootstrap interval."""
+    by case; a case's score is the mean over its showings), with a case-bootstrap interval and the
+    one-sided Mann-Whitney p-value of the case scores (H0: AUC = 0.5; exact for small studies)."""
+    from scipy.stats import mannwhitneyu
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
@@ -252,7 +256,9 @@ def cross_validated_auc(
     boots = boots[np.isfinite(boots)]
     alpha = (1.0 - ci) / 2.0
     lo, hi = np.quantile(boots, [alpha, 1.0 - alpha]) if boots.size else (auc, auc)
-    return auc, [float(lo), float(hi)]
+    positive = case_truth > 0.5
+    p = float(mannwhitneyu(case_score[positive], case_score[~positive], alternative="greater").pvalue)
+    return auc, [float(lo), float(hi)], p
 
 
 def largest_effect(x: np.ndarray, y: np.ndarray) -> float:
@@ -287,25 +293,26 @@ def audit(data: AuditInput, render: Mapping, settings: Mapping, progress: bool =
     args = (groups, folds, int(settings["bootstrap"]), float(settings["ci"]), int(settings["seed"]))
     channels = {}
     for name, ch in CHANNELS.items():
-        auc, ci = cross_validated_auc(matrices[name], y, *args)
+        auc, ci, p = cross_validated_auc(matrices[name], y, *args)
         channels[name] = {"group": ch.group, "auc": round(auc, 4), "ci": [round(v, 4) for v in ci],
-                          "effect": round(largest_effect(matrices[name], y), 2)}  # fmt: skip
+                          "p": float(f"{p:.3g}"), "effect": round(largest_effect(matrices[name], y), 2)}  # fmt: skip
     group_results = {}
     for group in GROUPS:
         names = [n for n, ch in CHANNELS.items() if ch.group == group]
-        auc, ci = cross_validated_auc(np.hstack([matrices[n] for n in names]), y, *args)
+        auc, ci, _ = cross_validated_auc(np.hstack([matrices[n] for n in names]), y, *args)
         group_results[group] = {"auc": round(auc, 4), "ci": [round(v, 4) for v in ci], "channels": names}
     threshold, margin = float(settings["refuse_lower_ci"]), float(settings["margin"])
-    gross = float(settings["gross_effect"])
+    gross, alpha = float(settings["gross_effect"]), float(settings["alpha"])
     visible = max(0.5, group_results["intensity"]["auc"])
-    leaks = sorted(
-        (
-            n for n, r in channels.items()
-            if r["group"] == "format" and r["ci"][0] > threshold
-            and (r["auc"] - visible >= margin or r["effect"] >= gross)
-        ),
-        key=lambda n: -channels[n]["auc"],
-    )  # fmt: skip
+    n_format = sum(ch.group == "format" for ch in CHANNELS.values())
+
+    def leaks_(r: dict) -> bool:
+        if r["group"] != "format" or r["ci"][0] <= threshold:
+            return False
+        significant = r["p"] * n_format < alpha  # Bonferroni over the format channels
+        return r["effect"] >= gross or (significant and r["auc"] - visible >= margin)
+
+    leaks = sorted((n for n, r in channels.items() if leaks_(r)), key=lambda n: -channels[n]["auc"])
     cues = [n for n, r in channels.items() if r["group"] == "intensity" and r["ci"][0] > threshold]
     hint = None
     if cues:
@@ -337,8 +344,8 @@ def leak_line(result: Mapping) -> str:
 def format_report(result: Mapping) -> str:
     """A plain-text table of the audit (CLI)."""
     lines = [f"blinding audit: {result['n_cases']} cases, {result['n_showings']} showings "
-             f"(leak = format channel with CI low > {result['refuse_lower_ci']} and AUC >= intensity "
-             f"AUC + {result['margin']} or effect >= {result['gross_effect']} SD)"]  # fmt: skip
+             f"(leak = format channel with CI low > {result['refuse_lower_ci']} and either effect >= "
+             f"{result['gross_effect']} SD or p < alpha and AUC >= intensity AUC + {result['margin']})"]  # fmt: skip
     for group in GROUPS:
         g = result["groups"][group]
         lines.append(f"  {group:<10} AUC {g['auc']:.3f} [{g['ci'][0]:.3f}, {g['ci'][1]:.3f}]")
@@ -346,7 +353,7 @@ def format_report(result: Mapping) -> str:
             if r["group"] == group:
                 flag = "  LEAK" if name in result["leaks"] else ""
                 lines.append(f"    {name:<22} AUC {r['auc']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]"
-                             f"  effect {_effect_text(r['effect'])} SD{flag}")  # fmt: skip
+                             f"  p {r['p']:.2g}  effect {_effect_text(r['effect'])} SD{flag}")  # fmt: skip
     lines.append(f"verdict: {result['verdict']}")
     if result.get("hint"):
         lines.append(f"hint: {result['hint']}")

@@ -24,15 +24,17 @@ def volume_files(folder: str | Path, key: str) -> list[Path]:
     Raises:
         ConfigError: the folder is missing or holds no volumes.
     """
+    from medsynth.data.label_maps import paired_label_files
     from medsynth.data.reading import VOLUME_SUFFIXES
 
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise ConfigError(key, f"folder {folder} does not exist")
+    labels = paired_label_files(folder)  # a paired sample's label maps are not cases
     files = sorted(
         p
         for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.name.endswith(VOLUME_SUFFIXES)
+        if p.is_file() and not p.name.startswith(".") and p.name.endswith(VOLUME_SUFFIXES) and p.name not in labels
     )
     if not files:
         raise ConfigError(key, f"folder {folder} holds no volumes ({', '.join(VOLUME_SUFFIXES)})")

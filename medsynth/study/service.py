@@ -5,6 +5,7 @@ It joins the role modules, each small enough to read at once; every permission i
 ==================================  ================================================================
 :mod:`medsynth.study.signin`        accounts and sign-in: add-reader, login with backoff, revoke, rotate
 :mod:`medsynth.study.reading`       the reading session: current case, drafts, display volume, submit
+:mod:`medsynth.study.viewing`       the browser viewer's payload per showing; the next one warmed
 :mod:`medsynth.study.administration` create a study; the admin page's status, progress and controls
 :mod:`medsynth.study.export`        ratings.csv for the admin (formula-neutralised)
 :mod:`medsynth.study.session`       the signed-in ReaderSession, errors and shared lookups
@@ -23,6 +24,7 @@ from medsynth.study.export import Export
 from medsynth.study.reading import CaseView, Progress, Reading, SubmitResult
 from medsynth.study.session import AuthError, PermissionDenied, ReaderSession, SignInThrottled
 from medsynth.study.signin import ROLES, SignIn, SignInPolicy
+from medsynth.study.viewing import Viewing
 
 __all__ = [
     "ROLES", "AuthError", "CaseView", "PermissionDenied", "Progress", "ReaderSession", "SignInPolicy",
@@ -30,7 +32,7 @@ __all__ = [
 ]  # fmt: skip
 
 
-class StudyService(SignIn, Reading, Administration, Export):
+class StudyService(SignIn, Reading, Viewing, Administration, Export):
     """Study operations on one database (SQLite file or PostgreSQL URL)."""
 
     def __init__(self, db, sign_in_policy: SignInPolicy | None = None):
