@@ -106,8 +106,6 @@ def settings_from_config(cfg: DictConfig) -> AnalysisSettings:
         bootstrap=BootstrapSettings(
             int(b.n_resamples), float(b.confidence_level), str(b.method), int(b.seed)
         ),
-        lower_is_better=tuple(str(p) for p in cfg.ranking.lower_is_better),
-        ignore_set_metrics=tuple(str(p) for p in cfg.ranking.ignore),
         mrmc_covariance=covariance,
         equivalence_margin=margin,
     )

@@ -443,8 +443,8 @@ def render_report(
             _table(
                 [
                     "metric",
-                    "lower is better",
-                    "ranking (best first)",
+                    "better",
+                    "ranking (best first; = ties)",
                     "Spearman rho",
                     "Kendall tau",
                     "n models",
@@ -452,7 +452,7 @@ def render_report(
                 [
                     [
                         m,
-                        str(v["lower_is_better"]),
+                        str(v["better"]),
                         ", ".join(v["ranking"]),
                         v["spearman_rho"],
                         v["kendall_tau"],

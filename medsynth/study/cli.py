@@ -74,11 +74,15 @@ def main(argv: list[str]) -> int:
 
 # --------------------------------------------------------------------------- commands
 def cmd_create(cfg: DictConfig) -> int:
-    from medsynth.study.creation import create_from_config
+    from medsynth.io.fingerprint import require_same_fingerprint
+    from medsynth.study.creation import create_from_config, volume_files
 
     real_dir = Path(str(require(cfg, "real_dir")))
     synthetic_dir = Path(str(require(cfg, "synthetic_dir")))
     require(cfg, "db")
+    volume_files(real_dir, "real_dir"), volume_files(synthetic_dir, "synthetic_dir")
+    # readers must see real and synthetic cases from one preprocessing space (medsynth.io.fingerprint)
+    require_same_fingerprint({"synthetic_dir": synthetic_dir, "real_dir": real_dir})
     create_from_config(cfg, real_dir, synthetic_dir, int(cfg.n_cases))
     n_real = int(cfg.n_cases) // 2
     print(
