@@ -122,7 +122,6 @@ def run_grid(browser, grid: int, cases: int, events: int, rate: float) -> dict:
                     ready = page.evaluate("() => window.medsynthViewerStats.readyAt.at(-1)")
                     submit.append(ready - start)  # both wall clock (ms) on this machine
             decode = page.evaluate("() => window.medsynthViewerStats.decodeMs.slice()")
-            parts = page.evaluate("() => window.medsynthViewerStats.decodeParts.slice()")
             page.context.close()
     return {
         "grid": grid,
@@ -131,8 +130,6 @@ def run_grid(browser, grid: int, cases: int, events: int, rate: float) -> dict:
         "submit_to_next_ms": _percentiles(submit),
         "bytes_per_case": {"median": float(np.median(sizes)), "max": int(max(sizes)), "n": len(sizes)},
         "decode_ms": _percentiles(decode),
-        "decode_parts_ms": {"base64": _percentiles([p[0] for p in parts]), "inflate": _percentiles(
-            [p[1] for p in parts]), "merge": _percentiles([p[2] for p in parts])},  # fmt: skip
     }
 
 

@@ -166,6 +166,7 @@ class SampleSchema:
 class RadiomicsSchema:
     frd_version: str = knob("v1", choices=("v0", "v1"))
     mask: str = knob("whole", choices=("whole", "foreground"))
+    frd_exact: bool = True
 
 
 @dataclass
@@ -188,6 +189,26 @@ class MsSsimSchema:
 
 
 @dataclass
+class ConfidenceIntervalSchema:
+    n_resamples: int = count(200)
+    level: float = knob(0.95, low=0.0, high=1.0, low_open=True)
+
+
+@dataclass
+class PerImageSchema:
+    foreground_threshold: float = fraction(0.1)
+    mask_min_fraction: float = fraction(0.5)
+
+
+@dataclass
+class MemorisationSchema:
+    quantile: float = fraction(0.9)
+    distance_ratio: float = knob(0.5, low=0.0)
+    min_similarity: float = knob(0.9, low=-1.0, high=1.0)
+    max_shift: int | None = count(1, low=0)
+
+
+@dataclass
 class EvaluateSchema:
     real_dir: str | None = None
     synthetic_dir: str | None = None
@@ -201,6 +222,10 @@ class EvaluateSchema:
     prdc: PrdcSchema = field(default_factory=PrdcSchema)
     kid: KidSchema = field(default_factory=KidSchema)
     ms_ssim: MsSsimSchema = field(default_factory=MsSsimSchema)
+    prepare_inputs: bool = False
+    ci: ConfidenceIntervalSchema = field(default_factory=ConfidenceIntervalSchema)
+    per_image: PerImageSchema = field(default_factory=PerImageSchema)
+    memorisation: MemorisationSchema = field(default_factory=MemorisationSchema)
 
 
 # ------------------------------------------------------------------------------------ study

@@ -148,7 +148,7 @@ def render(service: StudyService, session: ReaderSession) -> None:
     head, bar, who = st.columns([1.3, 2, 0.9], vertical_alignment="center")
     head.markdown(
         f"<p class='case-header'>Case {case.number} of {case.total}"
-        f" <span class='case-sub'>· {info['name']} · case {case.opaque_id}</span></p>",
+        f" <span class='case-sub'>· {style.safe_text(info['name'])} · case {style.safe_text(case.opaque_id)}</span></p>",
         unsafe_allow_html=True,
     )
     bar.progress(progress.done / max(progress.total, 1), text=f"{progress.done} of {progress.total} answered")

@@ -4,6 +4,8 @@ Sized so that the whole reader view, Submit included, fits a 1280x720 window wit
 Text and controls keep WCAG AA contrast on the dark background (checked in tests/test_study_viewer.py).
 """
 
+import html
+
 import streamlit as st
 
 CSS = """
@@ -32,10 +34,20 @@ def apply() -> None:
     st.markdown(CSS, unsafe_allow_html=True)
 
 
+_MARKDOWN_SPECIALS = "\\\\`*_[]()!|~<>$:"  # inline Markdown, LaTeX ($) and emoji/icon (:) syntax
+
+
+def safe_text(value: object) -> str:
+    """``value`` as inert text inside ``st.markdown(..., unsafe_allow_html=True)``: HTML-escaped, and
+    Markdown syntax characters written as numeric entities (no link, image or formatting)."""
+    return "".join(f"&#{ord(c)};" if c in _MARKDOWN_SPECIALS else html.escape(c, quote=True) for c in str(value))
+
+
 def account_bar(container, name: str, role: str) -> None:
     """Who is signed in, and a sign-out button that forgets the session (answers are already saved)."""
-    container.markdown(
-        f"<span class='case-sub'>Signed in as <b>{name}</b> · {role}</span>", unsafe_allow_html=True
+    container.markdown(  # organiser-chosen names are text, never markup
+        f"<span class='case-sub'>Signed in as <b>{safe_text(name)}</b> · {safe_text(role)}</span>",
+        unsafe_allow_html=True,
     )
     if container.button("Sign out", key="sign_out"):
         st.session_state.clear()

@@ -30,9 +30,7 @@ COMPONENT = st.components.v2.component(
 def render(service: StudyService, session: ReaderSession, position: int) -> None:
     """Mount the viewer on a reachable showing, then warm the next showing's payload on the server
     (in the background: the reader reads for seconds, Submit then finds the next case ready)."""
-    data = service.viewer_payload(session, position)
-    data["showing"] = int(position)
-    COMPONENT(key=f"viewer_{position}", data=data)
+    COMPONENT(key=f"viewer_{position}", data=service.viewer_payload(session, position))
     started = f"prefetched_{position}"
     if not st.session_state.get(started):
         st.session_state[started] = True

@@ -77,12 +77,12 @@ def _answer(at: AppTest, position: int, values: dict) -> AppTest:
 
 
 def _viewer_data(at: AppTest) -> dict:
-    """The JSON the viewer component received (reader_study/viewer.py)."""
-    import json
+    """The header of the message the viewer component received (reader_study/viewer.py)."""
+    from medsynth.study.viewer_payload import parse_message
 
     found = [e.proto for e in at.get("bidi_component") if e.proto.component_name == "medsynth_viewer"]
     assert len(found) == 1
-    return json.loads(found[0].json)
+    return parse_message(found[0].bytes)[0]
 
 
 def _markdown(at: AppTest) -> str:
@@ -98,7 +98,7 @@ def test_without_database_the_app_says_how_to_start(monkeypatch):
 def test_bad_token_is_refused(study, monkeypatch):
     url, _, _ = study
     at = _sign_in(_app(url, monkeypatch), "nope.nope")
-    assert not at.exception and "Unknown or inactive token" in at.error[0].value
+    assert not at.exception and "Unknown, expired or revoked token" in at.error[0].value
     assert "reader_session" not in at.session_state
 
 

@@ -14,6 +14,7 @@ from medsynth.data.phantom import make_phantom
 from medsynth.study import db as study_db
 from medsynth.study.export import REQUIRED_COLUMNS
 from medsynth.study.service import StudyService
+from tests.test_metrics_cli import FINGERPRINT, write_fingerprint
 
 SMALL = ["render.grid=[16,16,16]", "render.png_size=64"]
 
@@ -36,6 +37,8 @@ def dirs(tmp_path_factory):
     pd.DataFrame(
         {"file": [f"sample_{i:04d}.nii.gz" for i in range(5)], "checkpoint": "run/last.ckpt"}
     ).to_csv(root / "syn" / "manifest.csv", index=False)
+    for sub in ("real", "syn"):  # one preprocessing space (study create checks it)
+        write_fingerprint(root / sub, FINGERPRINT | {"shape": [16, 16, 16]})
     return root
 
 
@@ -156,6 +159,8 @@ def test_demo_builds_a_study_with_private_tokens(tmp_path, capsys):
         (["add-reader", "db=sqlite:///{tmp}/s.db", "name=bob", "role=boss"], "role"),
         (["export", "db=sqlite:///{tmp}/s.db", "study=none"], "study"),
         (["frobnicate"], "frobnicate"),
+        (["create", "db=sqlite:///{tmp}/s.db", "real_dir={raw}", "synthetic_dir={syn}"], "real_dir: "),
+        (["create", "db=sqlite:///{tmp}/s.db", "real_dir={other}", "synthetic_dir={syn}"], "differs from synthetic_dir's in shape"),
         (["serve", "db=sqlite:///{tmp}/empty.db"], "holds no study"),
         (["add-reader", "name=x"], "db"),
         (
@@ -165,10 +170,17 @@ def test_demo_builds_a_study_with_private_tokens(tmp_path, capsys):
     ],
 )
 def test_bad_input_is_one_line(args, needle, dirs, tmp_path, capsys):
-    args = [a.format(tmp=tmp_path, real=dirs / "real", syn=dirs / "syn") for a in args]
+    import shutil
+
+    raw, other = tmp_path / "raw", tmp_path / "other"  # no fingerprint / another grid
+    shutil.copytree(dirs / "real", raw)
+    (raw / "preprocessing.json").unlink()
+    shutil.copytree(dirs / "real", other)
+    write_fingerprint(other, FINGERPRINT | {"shape": [32, 32, 32]})
+    args = [a.format(tmp=tmp_path, real=dirs / "real", syn=dirs / "syn", raw=raw, other=other) for a in args]
     code, _, err = _run(args, capsys)
     lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and needle in lines[0]
+    assert code == 2 and len(lines) == 1 and needle in lines[0], err
 
 
 def test_help_for_every_command(capsys):

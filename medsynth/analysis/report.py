@@ -222,7 +222,7 @@ def mrmc_section(s: dict) -> str:
     parts.append(
         "<p class=muted>Obuchowski-Rockette with Hillis degrees of freedom: readers and cases random, over the cases "
         "every reader rated (first showings); figure of merit the per-reader ROC AUC of +-confidence. DBM: "
-        "Dorfman-Berbaum-Metz on jackknife pseudovalues, the same hypothesis. df2 empty = infinite (normal "
+        "Dorfman-Berbaum-Metz on jackknife pseudovalues, the same hypothesis. df2 n/a = infinite (normal "
         "approximation).</p>"
     )
     return "".join(parts)
@@ -451,8 +451,8 @@ def render_report(
             _table(
                 [
                     "metric",
-                    "lower is better",
-                    "ranking (best first)",
+                    "better",
+                    "ranking (best first; = ties)",
                     "Spearman rho",
                     "Kendall tau",
                     "n models",
@@ -460,7 +460,7 @@ def render_report(
                 [
                     [
                         m,
-                        str(v["lower_is_better"]),
+                        str(v["better"]),
                         ", ".join(v["ranking"]),
                         v["spearman_rho"],
                         v["kendall_tau"],

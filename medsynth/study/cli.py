@@ -6,6 +6,7 @@ Every command opens the database given by ``db=`` and upgrades it to the newest 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -29,6 +30,7 @@ COMMANDS = {
 
 DB_ENV = "MEDSYNTH_STUDY_DB"
 STUDY_ENV = "MEDSYNTH_STUDY_NAME"
+SIGN_IN_ENV = "MEDSYNTH_STUDY_SIGN_IN"  # the `sign_in` backoff settings, JSON
 
 
 def format_help(command: str | None = None) -> str:
@@ -72,11 +74,15 @@ def main(argv: list[str]) -> int:
 
 # --------------------------------------------------------------------------- commands
 def cmd_create(cfg: DictConfig) -> int:
-    from medsynth.study.creation import create_from_config
+    from medsynth.io.fingerprint import require_same_fingerprint
+    from medsynth.study.creation import create_from_config, volume_files
 
     real_dir = Path(str(require(cfg, "real_dir")))
     synthetic_dir = Path(str(require(cfg, "synthetic_dir")))
     require(cfg, "db")
+    volume_files(real_dir, "real_dir"), volume_files(synthetic_dir, "synthetic_dir")
+    # readers must see real and synthetic cases from one preprocessing space (medsynth.io.fingerprint)
+    require_same_fingerprint({"synthetic_dir": synthetic_dir, "real_dir": real_dir})
     create_from_config(cfg, real_dir, synthetic_dir, int(cfg.n_cases))
     n_real = int(cfg.n_cases) // 2
     print(
@@ -168,8 +174,8 @@ def app_path(cfg: DictConfig) -> Path:
         path = Path(str(cfg.app))
     else:
         here = Path(__file__).resolve()
-        packaged = here.parents[1] / "_reader_study" / "app.py"
-        path = packaged if packaged.is_file() else here.parents[2] / "reader_study" / "app.py"
+        packaged = here.parents[1] / "_reader_study" / "server.py"
+        path = packaged if packaged.is_file() else here.parents[2] / "reader_study" / "server.py"
     if not path.is_file():
         raise ConfigError("app", f"Streamlit app not found at {path}")
     return path
@@ -193,6 +199,7 @@ def serve_env(cfg: DictConfig) -> dict[str, str]:
     env = dict(os.environ)
     env[DB_ENV] = normalise_url(str(cfg.db))
     env[STUDY_ENV] = str(cfg.study)
+    env[SIGN_IN_ENV] = json.dumps(OmegaConf.to_container(cfg.sign_in, resolve=True))
     return env
 
 

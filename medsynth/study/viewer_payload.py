@@ -11,22 +11,25 @@ Encoding (the notation of ``viewer.js``):
     v          display volume (X, Y, Z) float32, RAS, in the study's intensity units
     lo, hi     its minimum and maximum
     L          quantisation levels (``render.viewer.levels``, e.g. 4096 = 12 bit)
-    q          round((v - lo) / (hi - lo) * (L - 1)) as uint16: integer stack units
-    stack      q in C order over (X, Y, Z), little-endian, split into its low-byte plane then its
-               high-byte plane (the high bytes of a 12-bit stack compress to almost nothing),
-               then zlib (browsers inflate it natively: ``DecompressionStream('deflate')``)
+    q          round((v - lo) / (hi - lo) * (L - 1)): integer stack units, C order over (X, Y, Z)
+    bits       8 (L <= 256), 12 (L <= 4096: two voxels in three bytes) or 16 (little-endian)
+    message    uint32 header length, JSON header (space-padded), the packed stack; binary, no base64
 
 Windows are sent in stack units only (level and width of q), so no intensity in source units reaches
 the browser; L = 4096 levels over the case's range is a step of 1/4095 of that range, below any
-window a reader can set. Why by hand: no library encodes a volume for a browser canvas viewer.
+window a reader can set (and exact for integer CT values spanning up to 4096 HU). The stack is not
+compressed: a compressed length depends on the image (a smooth case compresses better than a noisy
+one) and ``medsynth study audit`` (channel ``viewer_payload_bytes``) refuses such a side channel, so
+every case of a study sends exactly the same number of bytes. Why by hand: no library packs a volume
+for a browser canvas viewer.
 """
 
 from __future__ import annotations
 
-import base64
 import functools
 import hashlib
-import zlib
+import json
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +37,11 @@ from typing import Any
 
 import numpy as np
 
+from medsynth.study.administration import MODALITIES
+from medsynth.study.audit import CaseRender, channel
 from medsynth.study.rendering import Window, auto_window
 
-MODALITIES = ("mr", "ct")
+HEADER_BLOCK = 1024  # bytes: the message header is space-padded to a multiple of this
 
 
 @dataclass(frozen=True)
@@ -64,16 +69,31 @@ class ViewerPayload:
     presets: tuple[WindowPreset, ...]
     default_preset: str
 
-    def to_data(self) -> dict[str, Any]:
-        """The JSON the component receives (the stack base64-encoded)."""
+    def header(self, showing: int) -> dict[str, Any]:
+        """Everything but the stack, for the reader's ``showing`` (position in their order)."""
         return {
+            "showing": int(showing),
             "shape": list(self.shape),
             "spacing": [round(float(s), 4) for s in self.spacing],
             "levels": self.levels,
-            "stack": base64.b64encode(self.stack).decode("ascii"),
+            "bits": stack_bits(self.levels),
             "presets": [p.__dict__ for p in self.presets],
             "default_preset": self.default_preset,
         }
+
+    def message(self, showing: int) -> bytes:
+        """What the component receives (binary, no base64): header length (uint32 little-endian),
+        the header as UTF-8 JSON space-padded to a multiple of ``HEADER_BLOCK`` bytes, the stack."""
+        header = json.dumps(self.header(showing)).encode("utf-8")
+        header += b" " * (-len(header) % HEADER_BLOCK)  # numbers vary in length: so does not the message
+        return struct.pack("<I", len(header)) + header + self.stack
+
+
+def parse_message(message: bytes) -> tuple[dict[str, Any], bytes]:
+    """Inverse of :meth:`ViewerPayload.message` (what ``viewer.js`` does): (header, stack)."""
+    (length,) = struct.unpack_from("<I", message)
+    header = json.loads(message[4 : 4 + length].decode("utf-8"))
+    return header, message[4 + length :]
 
 
 def quantise(volume: np.ndarray, levels: int) -> tuple[np.ndarray, float, float]:
@@ -86,16 +106,37 @@ def quantise(volume: np.ndarray, levels: int) -> tuple[np.ndarray, float, float]
     return np.rint(scaled).astype(np.uint16), lo, hi
 
 
-def encode_stack(stack: np.ndarray, compression: int) -> bytes:
-    """uint16 (X, Y, Z) -> low-byte plane + high-byte plane (C order), zlib-compressed."""
-    raw = np.ascontiguousarray(stack, dtype="<u2").view(np.uint8).reshape(-1, 2)
-    return zlib.compress(np.ascontiguousarray(raw.T).tobytes(), int(compression))
+def stack_bits(levels: int) -> int:
+    return 8 if levels <= 256 else 12 if levels <= 4096 else 16
 
 
-def decode_stack(blob: bytes, shape: Sequence[int]) -> np.ndarray:
+def encode_stack(stack: np.ndarray, levels: int) -> bytes:
+    """uint16 (X, Y, Z) in 0..levels-1 -> packed bytes (C order): 8, 12 or 16 bits per voxel."""
+    flat = np.ascontiguousarray(stack, dtype=np.uint16).ravel()
+    bits = stack_bits(levels)
+    if bits == 8:
+        return flat.astype(np.uint8).tobytes()
+    if bits == 16:
+        return flat.astype("<u2").tobytes()
+    pairs = np.concatenate([flat, np.zeros(flat.size % 2, np.uint16)]).reshape(-1, 2)
+    a, b = pairs[:, 0], pairs[:, 1]
+    packed = np.stack([a & 0xFF, (a >> 8) | ((b & 0x0F) << 4), b >> 4], axis=1).astype(np.uint8)
+    return packed.tobytes()
+
+
+def decode_stack(blob: bytes, shape: Sequence[int], levels: int) -> np.ndarray:
     """Inverse of :func:`encode_stack` (what ``viewer.js`` does in the browser)."""
-    planes = np.frombuffer(zlib.decompress(blob), dtype=np.uint8).reshape(2, -1)
-    return np.ascontiguousarray(planes.T).view("<u2").reshape(tuple(int(s) for s in shape))
+    shape = tuple(int(s) for s in shape)
+    n = int(np.prod(shape))
+    bits = stack_bits(levels)
+    if bits == 8:
+        return np.frombuffer(blob, np.uint8).astype(np.uint16).reshape(shape)
+    if bits == 16:
+        return np.frombuffer(blob, "<u2").astype(np.uint16).reshape(shape)
+    packed = np.frombuffer(blob, np.uint8).reshape(-1, 3).astype(np.uint16)
+    a = packed[:, 0] | ((packed[:, 1] & 0x0F) << 8)
+    b = (packed[:, 1] >> 4) | (packed[:, 2] << 4)
+    return np.stack([a, b], axis=1).ravel()[:n].reshape(shape)
 
 
 def to_stack_window(window: Window, lo: float, hi: float, levels: int) -> tuple[float, float]:
@@ -142,17 +183,15 @@ def build_payload(
         shape=tuple(int(s) for s in volume.shape),
         spacing=tuple(float(s) for s in spacing),
         levels=levels,
-        stack=encode_stack(stack, int(viewer.get("compression", 6))),
+        stack=encode_stack(stack, levels),
         presets=presets,
         default_preset=default if default in names else names[0],
     )
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_payload(volume_ref: _Ref, spacing: tuple, render_key: str, modality: str) -> dict:
-    import json
-
-    return build_payload(volume_ref.volume, spacing, json.loads(render_key), modality).to_data()
+def _cached_payload(volume_ref: _Ref, spacing: tuple, render_key: str, modality: str) -> ViewerPayload:
+    return build_payload(volume_ref.volume, spacing, json.loads(render_key), modality)
 
 
 class _Ref:
@@ -168,14 +207,12 @@ class _Ref:
         return isinstance(other, _Ref) and other.digest == self.digest
 
 
-def payload_data(volume: np.ndarray, spacing: Sequence[float], render: Mapping, modality: str) -> dict:
-    """:meth:`ViewerPayload.to_data` of :func:`build_payload`, cached by the volume's content."""
-    import json
-
+def cached_payload(volume: np.ndarray, spacing: Sequence[float], render: Mapping, modality: str) -> ViewerPayload:
+    """:func:`build_payload`, cached by the volume's content (and the settings)."""
     digest = hashlib.blake2b(np.ascontiguousarray(volume).data, digest_size=16).hexdigest()
     key = json.dumps(dict(render), sort_keys=True, default=str)
     spacing = tuple(round(float(s), 6) for s in spacing)
-    return dict(_cached_payload(_Ref(volume, digest), spacing, key, modality))
+    return _cached_payload(_Ref(volume, digest), spacing, key, modality)
 
 
 def display_spacing(path: str | Path, grid: Sequence[int]) -> tuple[float, float, float]:
@@ -200,3 +237,13 @@ def display_spacing(path: str | Path, grid: Sequence[int]) -> tuple[float, float
     for axis, (ras_axis, _flip) in enumerate(ornt):
         extent[int(ras_axis)] = float(shape[axis] * sizes[axis])
     return tuple(e / int(g) for e, g in zip(extent, grid, strict=True))
+
+
+@channel("viewer_payload_bytes", group="format")
+def _viewer_payload_bytes(case: CaseRender) -> dict[str, float]:
+    """Blinding audit channel: the bytes the browser viewer receives for a case (its whole message),
+    as ``medsynth study audit`` sees every case."""
+    from medsynth.study.viewing import study_modality
+
+    payload = build_payload(case.volume, (1.0, 1.0, 1.0), case.render, study_modality(None, case.render))
+    return {"bytes": float(len(payload.message(0)))}

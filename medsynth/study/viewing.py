@@ -13,10 +13,11 @@ import functools
 
 from sqlalchemy import select
 
+from medsynth.study.administration import MODALITIES
 from medsynth.study.db import read_session
 from medsynth.study.models import Assignment, Case, Study
 from medsynth.study.session import ReaderSession, StudyStore
-from medsynth.study.viewer_payload import MODALITIES, display_spacing, payload_data
+from medsynth.study.viewer_payload import cached_payload, display_spacing
 
 
 def study_modality(modality: str | None, render: dict) -> str:
@@ -35,8 +36,8 @@ def _spacing(source_path: str, grid: tuple[int, ...]) -> tuple[float, float, flo
 class Viewing(StudyStore):
     """Viewer payloads; mixed into :class:`~medsynth.study.service.StudyService` after ``Reading``."""
 
-    def viewer_payload(self, rs: ReaderSession, position: int) -> dict:
-        """The viewer's JSON for a reachable showing (:meth:`ViewerPayload.to_data`)."""
+    def viewer_payload(self, rs: ReaderSession, position: int) -> bytes:
+        """The viewer's message for a reachable showing (:meth:`ViewerPayload.message`)."""
         volume = self.display_volume(rs, position)  # checks the reader may see this showing
         with read_session(self.factory) as s:
             reader = self._reader(s, rs, role="reader")
@@ -44,7 +45,7 @@ class Viewing(StudyStore):
             render, modality = dict(study.render), study.modality
             source = s.get(Case, self._own_assignment(s, reader.id, position).case_id).source_path
         spacing = _spacing(source, tuple(int(g) for g in render["grid"]))
-        return payload_data(volume, spacing, render, study_modality(modality, render))
+        return cached_payload(volume, spacing, render, study_modality(modality, render)).message(position)
 
     def prefetch_next(self, rs: ReaderSession) -> None:
         """Build the payload of the showing after the current one into the cache (returns nothing)."""
@@ -72,4 +73,4 @@ class Viewing(StudyStore):
         rescale = render.get("rescale_from_unit")
         grid = tuple(int(g) for g in render["grid"])
         volume = _cached_volume(source, grid, tuple(rescale) if rescale else None)
-        payload_data(volume, _spacing(source, grid), render, study_modality(modality, render))
+        cached_payload(volume, _spacing(source, grid), render, study_modality(modality, render))

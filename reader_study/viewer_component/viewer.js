@@ -23,27 +23,34 @@ const DRAG_THRESHOLD_PX = 3;
 // Page-wide state, kept on window so that a re-evaluated module never adds a second key listener.
 const shared = (window.__medsynthViewer = window.__medsynthViewer || { current: null, volumes: new Map(), listening: false });
 const volumes = shared.volumes;  // showing token -> decoded Uint16Array (the last few, for remounts)
-const stats = (window.medsynthViewerStats = window.medsynthViewerStats || { frames: [], shown: [], decodeMs: [], decodeParts: [], readyAt: [] });
+const stats = (window.medsynthViewerStats = window.medsynthViewerStats || { frames: [], shown: [], decodeMs: [], readyAt: [] });
 // frames: input event -> its slice drawn (ms); shown: -> the following frame (drawn slice on screen)
 
-async function decodeStack(data) {
+// The message (medsynth/study/viewer_payload.py ViewerPayload.message): header length (uint32 LE),
+// the header as UTF-8 JSON, the packed stack (8, 12 or 16 bits per voxel, C order over X, Y, Z).
+function parseMessage(bytes) {
+  const length = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(0, true);
+  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(4, 4 + length)));
+  return { header, stack: bytes.subarray(4 + length) };
+}
+
+function decodeStack(header, packed) {
   const t0 = performance.now();
-  const [nx, ny, nz] = data.shape;
+  const [nx, ny, nz] = header.shape;
   const n = nx * ny * nz;
-  const packed = Uint8Array.fromBase64  // native base64 (Chromium >= 140); else via a data: URL
-    ? new Blob([Uint8Array.fromBase64(data.stack)])
-    : await (await fetch(`data:application/octet-stream;base64,${data.stack}`)).blob();
-  const t1 = performance.now();
-  const raw = new Uint8Array(
-    await new Response(packed.stream().pipeThrough(new DecompressionStream("deflate"))).arrayBuffer(),
-  );
-  const t2 = performance.now();
-  if (raw.length !== 2 * n) throw new Error(`viewer: expected ${2 * n} bytes, got ${raw.length}`);
   const vol = new Uint16Array(n);
-  for (let i = 0; i < n; i++) vol[i] = raw[i] | (raw[n + i] << 8);
-  const t3 = performance.now();
-  stats.decodeMs.push(t3 - t0);
-  stats.decodeParts.push([t1 - t0, t2 - t1, t3 - t2]);  // base64, inflate, merge (ms)
+  if (header.bits === 8) vol.set(packed.subarray(0, n));
+  else if (header.bits === 16) {
+    const view = new DataView(packed.buffer, packed.byteOffset, packed.byteLength);
+    for (let i = 0; i < n; i++) vol[i] = view.getUint16(2 * i, true);
+  } else {  // 12 bit: voxels 2k and 2k+1 in bytes 3k..3k+2
+    for (let i = 0, j = 0; i < n; i += 2, j += 3) {
+      const b1 = packed[j + 1];
+      vol[i] = packed[j] | ((b1 & 0x0f) << 8);
+      if (i + 1 < n) vol[i + 1] = (b1 >> 4) | (packed[j + 2] << 4);
+    }
+  }
+  stats.decodeMs.push(performance.now() - t0);
   return vol;
 }
 
@@ -454,8 +461,9 @@ if (!shared.listening) {
 shared.onKey = onDocumentKey;
 
 export default function (component) {
-  const { data, parentElement } = component;
-  if (!data || !data.stack) return;
+  const { parentElement } = component;
+  if (!(component.data instanceof Uint8Array)) return;
+  const { header: data, stack } = parseMessage(component.data);
   let root = parentElement.querySelector(".msv-root");
   if (root && root.dataset.showing === String(data.showing) && shared.current && shared.current.root === root) return;
   if (!root) {
@@ -465,9 +473,9 @@ export default function (component) {
   root.dataset.showing = String(data.showing);
   root.textContent = "Loading the case…";
   root.classList.add("msv-root");
-  const token = `${data.showing}:${data.stack.length}`;
+  const token = `${data.showing}:${stack.length}`;
   const cached = volumes.get(token);
-  const ready = cached ? Promise.resolve(cached) : decodeStack(data);
+  const ready = Promise.resolve(cached || decodeStack(data, stack));
   ready.then((vol) => {
     volumes.set(token, vol);
     while (volumes.size > 2) volumes.delete(volumes.keys().next().value);
