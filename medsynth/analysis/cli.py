@@ -32,9 +32,11 @@ DESCRIPTION = """medsynth analyze: compare blinded expert ratings with automatic
   medsynth analyze db=URL [study=NAME] per_image=CSV out_dir=DIR
       -> DIR/summary.json (DESIGN.md keys), DIR/report.html (self-contained, figures embedded),
          DIR/case_realism.csv (per-case mean realism), DIR/figures/*.png
-      Reader accuracy/sensitivity/specificity (exact binomial test, Clopper-Pearson), ROC AUC with a
-      bootstrap CI, Cohen/Fleiss kappa, Krippendorff's alpha, ICC(2,1), intra-reader agreement,
-      Mann-Whitney real vs synthetic realism, Spearman/Kendall of each per-image metric vs mean
+      MRMC (readers and cases random): OR-H for the reader-averaged AUC and accuracy, DBM beside it,
+      models compared, TOST equivalence within +- mrmc.equivalence_margin; reader
+      accuracy/sensitivity/specificity (exact binomial test, Clopper-Pearson; pooled intervals that
+      also resample readers and cases), ROC AUC with a bootstrap CI, Cohen/Fleiss kappa,
+      Krippendorff's alpha, ICC(2,1), intra-reader agreement, Mann-Whitney real vs synthetic realism, Spearman/Kendall of each per-image metric vs mean
       realism (bootstrap CIs, Holm p), and, with a `model` column plus
       set_metrics={modelA:a/metrics.json,modelB:b/metrics.json} (or a folder of <model>/metrics.json),
       agreement between the experts' ranking of the models and each set-level metric's ranking.

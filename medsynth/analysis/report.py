@@ -222,7 +222,7 @@ def mrmc_section(s: dict) -> str:
     parts.append(
         "<p class=muted>Obuchowski-Rockette with Hillis degrees of freedom: readers and cases random, over the cases "
         "every reader rated (first showings); figure of merit the per-reader ROC AUC of +-confidence. DBM: "
-        "Dorfman-Berbaum-Metz on jackknife pseudovalues, the same hypothesis. df2 empty = infinite (normal "
+        "Dorfman-Berbaum-Metz on jackknife pseudovalues, the same hypothesis. df2 n/a = infinite (normal "
         "approximation).</p>"
     )
     return "".join(parts)
