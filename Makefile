@@ -37,7 +37,7 @@ demo: $(STAMP)
 	$(BIN)/medsynth sample ckpt=$(DEMO_DIR)/train/checkpoints/last.ckpt num_samples=16 out_dir=$(DEMO_DIR)/synthetic sampler=dpmpp seed=0
 	$(BIN)/medsynth evaluate real_dir=$(DEMO_DIR)/prepared/phantom synthetic_dir=$(DEMO_DIR)/synthetic train_dir=$(DEMO_DIR)/prepared/phantom out_dir=$(DEMO_DIR)/evaluate
 	$(BIN)/medsynth study demo out_dir=$(DEMO_DIR)/study real_dir=$(DEMO_DIR)/prepared/phantom synthetic_dir=$(DEMO_DIR)/synthetic
-	$(BIN)/medsynth study simulate db=$(DEMO_DIR)/study/study.db simulate.per_image=$(DEMO_DIR)/evaluate/per_image.csv simulate.quality_column=feature_distance simulate.higher_is_better=false
+	$(BIN)/medsynth study simulate db=$(DEMO_DIR)/study/study.db
 	$(BIN)/medsynth study export db=$(DEMO_DIR)/study/study.db out=$(DEMO_DIR)/study/ratings.csv
 	$(BIN)/medsynth analyze ratings=$(DEMO_DIR)/study/ratings.csv per_image=$(DEMO_DIR)/evaluate/per_image.csv out_dir=$(DEMO_DIR)/analysis
 	@echo

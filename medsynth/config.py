@@ -32,8 +32,12 @@ def config_dir() -> Path:
 def compose_stage(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
     """Compose ``conf/<config_name>.yaml`` with ``key=value`` overrides.
 
+    The result is checked against the stage's typed schema (:mod:`medsynth.config_schema`):
+    types, ranges, allowed values, output folders and database URLs, before any work starts.
+
     Raises:
-        ConfigError: an override that does not parse, names an unknown key or group option.
+        ConfigError: an override that does not parse, names an unknown key or group option, or a
+            value the schema refuses.
     """
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
@@ -43,9 +47,13 @@ def compose_stage(config_name: str, overrides: Sequence[str] = ()) -> DictConfig
         raise ConfigError(bad[0], "expected key=value (see --help)")
     try:
         with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
-            return compose(config_name=config_name, overrides=list(overrides))
+            cfg = compose(config_name=config_name, overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_first_override_key(overrides, str(err)), _one_line(err)) from None
+    from medsynth.config_schema import validate_config
+
+    validate_config(cfg, config_name)
+    return cfg
 
 
 def require(cfg: DictConfig, key: str) -> object:

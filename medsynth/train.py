@@ -22,7 +22,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from medsynth.errors import ConfigError, MedsynthError
+from medsynth.errors import ConfigError, MedsynthError, user_error_in
+from medsynth.io.run_dir import remove_unfinished_run
 
 log = logging.getLogger("medsynth.train")
 
@@ -33,11 +34,25 @@ PROGRESS_KINDS = ("rich", "tqdm", "none")
 SIGTERM_EXIT_CODE = 143
 
 
+def gpus_per_node(accelerator: str, devices: Any) -> int | None:
+    """``${medsynth_gpus:${trainer.accelerator},${trainer.devices}}`` in conf/hydra/launcher/slurm.yaml:
+    GPUs to request per node (``trainer.devices``), or none when the trainer runs on CPU."""
+    if str(accelerator) == "cpu":
+        return None
+    return int(devices) if str(devices).lstrip("-").isdigit() and int(devices) > 0 else None
+
+
+OmegaConf.register_new_resolver("medsynth_gpus", gpus_per_node, replace=True)
+
+
 # ---------------------------------------------------------------------------------------------- checks
 def check_config(cfg: DictConfig) -> None:
     """Validate what can be checked before loading data (one :class:`ConfigError` per problem)."""
+    from medsynth.config_schema import validate_config
     from medsynth.models.losses import LOSSES, PREDICTION_TYPES, SCHEDULES
     from medsynth.models.representation import REPRESENTATIONS
+
+    validate_config(cfg, CONFIG_NAME)  # typed schema (ConfigStore medsynth_schema/config), sweeps too
 
     root = cfg.data.get("root")
     if root in (None, "", "???"):
@@ -112,30 +127,138 @@ def compose_checked(overrides: Sequence[str]) -> DictConfig:
     return cfg
 
 
+# ---------------------------------------------------------------------------------------------- launch checks
+#: Hydra flags that print something and exit without running a job
+INFORMATIONAL_FLAGS = frozenset(
+    {"-h", "--help", "-hh", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion"}
+)
+#: Hydra flags followed by a value
+_FLAGS_WITH_VALUE = frozenset(
+    {"-c", "--cfg", "-p", "--package", "-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir",
+     "-sc", "--shell-completion", "-i", "--info"}
+)  # fmt: skip
+#: metrics whose scale depends on the diffusion settings (epsilon-MSE vs v-MSE vs x0-MSE, SNR weights)
+RAW_LOSS_PREFIXES = ("train/loss", "val/loss")
+
+
+def split_argv(argv: Sequence[str]) -> tuple[set[str], list[str]]:
+    """Split a Hydra command line into its flags (``-m``, ``--cfg``...) and its ``key=value`` overrides."""
+    flags: set[str] = set()
+    overrides: list[str] = []
+    takes_value = False
+    for arg in argv:
+        if takes_value and not arg.startswith("-") and "=" not in arg:  # the value of the flag before
+            takes_value = False
+            continue
+        takes_value = False
+        if arg.startswith("-"):  # overrides start with a key, '+' or '~'; flags with '-'
+            name = arg.split("=", 1)[0]
+            flags.add(name)
+            takes_value = name in _FLAGS_WITH_VALUE and "=" not in arg
+        else:
+            overrides.append(arg)
+    return flags, overrides
+
+
+def sweep_points(overrides: Sequence[str]) -> tuple[list[list[str]], list[str]]:
+    """Override lists that together try every listed value of every swept key once (one key varied at a
+    time from the first values), and the swept keys. ``interval(...)`` (an Optuna range) adds its key only.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as err:
+        raise ConfigError("overrides", " ".join(str(err).split())[:300]) from None
+    base: list[str] = []
+    swept: list[tuple[int, str, list[str]]] = []
+    keys: list[str] = []
+    for override in parsed:
+        if not override.is_sweep_override():
+            base.append(override.input_line)
+            continue
+        if override.key_or_group.startswith("hydra"):  # a sweep inside Hydra's own config: Hydra checks it
+            continue
+        key = override.get_key_element()
+        keys.append(override.key_or_group)
+        try:
+            values = list(override.sweep_string_iterator())
+        except Exception:  # interval(): a continuous range, nothing to enumerate
+            values = []
+        swept.append((len(base), key, values))
+        base.append(f"{key}={values[0]}" if values else "")
+    points = [[o for o in base if o]]
+    for index, key, values in swept:
+        for value in values[1:]:
+            point = list(base)
+            point[index] = f"{key}={value}"
+            points.append([o for o in point if o])
+    return points, keys
+
+
+def check_launch(overrides: Sequence[str]) -> DictConfig:
+    """Check a ``medsynth train`` command line before anything runs; returns the first point's config.
+
+    Every value of every swept key is composed and :func:`check_config`-ed; keys searched by a sweeper
+    (``hydra.sweeper.params``) must exist; ``optimized_metric`` must be comparable across the search.
+    """
+    points, cli_keys = sweep_points(overrides)
+    cfg = None
+    for point in points:
+        checked = compose_checked(point)
+        cfg = cfg if cfg is not None else checked
+    assert cfg is not None
+    hydra_cfg = _compose_hydra(points[0])
+    params = OmegaConf.select(hydra_cfg, "hydra.sweeper.params", default=None) or {}
+    for key in [*cli_keys, *map(str, params)]:
+        if OmegaConf.select(cfg, key, default="__missing__") == "__missing__":
+            where = "hydra.sweeper.params" if key in params else "the sweep"
+            raise ConfigError(key, f"is not a key of the train config ({where}; see medsynth train --cfg job)")
+    check_search_metric(cfg.get("optimized_metric"), [*cli_keys, *map(str, params)])
+    return cfg
+
+
+def check_search_metric(metric: str | None, searched_keys: Sequence[str]) -> None:
+    """Refuse a search that changes the diffusion objective while optimising a raw loss: epsilon-MSE,
+    v-MSE and x0-MSE (and min-SNR weightings) have different scales, so the smallest loss would pick a
+    parametrisation, not a better model."""
+    if not metric or not str(metric).startswith(RAW_LOSS_PREFIXES):
+        return
+    changing = [k for k in searched_keys if k == "diffusion" or k.startswith("diffusion.")]
+    if changing:
+        raise ConfigError(
+            "optimized_metric",
+            f"{metric} is not comparable across {', '.join(changing)} (each setting has its own loss scale); "
+            "fix the diffusion settings or optimise a quality metric",
+        )
+
+
+def _compose_hydra(overrides: Sequence[str]) -> DictConfig:
+    """The composed config with its ``hydra`` node (launcher, sweeper), as Hydra will see it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from medsynth.config import config_dir
+
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
+            return compose(config_name=CONFIG_NAME, overrides=list(overrides), return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as err:
+        text = " ".join(str(err).split())
+        for plugin, extra in (("submitit", "slurm"), ("optuna", "optuna")):
+            if plugin in text:
+                raise ConfigError("hydra", f'{text[:200]} (pip install "medsynth[{extra}]")') from None
+        raise ConfigError("hydra", text[:300]) from None
+
+
 # ---------------------------------------------------------------------------------------------- building
 def build_datamodule(cfg: DictConfig) -> Any:
-    from medsynth.data.datamodule import VolumeDataModule
+    """The :class:`~medsynth.data.datamodule.VolumeDataModule` declared by ``cfg.data`` (``_target_``)."""
+    from hydra.utils import instantiate
 
-    data = cfg.data
-    return VolumeDataModule(
-        root=data.root,
-        manifest=data.get("manifest"),
-        shape=list(data.shape) if data.get("shape") is not None else None,
-        batch_size=data.batch_size,
-        val_fraction=data.val_fraction,
-        split_seed=data.split_seed,
-        seed=cfg.seed,
-        cache=data.cache,
-        cache_dir=data.get("cache_dir"),
-        num_workers=data.num_workers,
-        flip_prob=data.flip_prob,
-        affine_prob=data.affine_prob,
-        rotate_deg=data.rotate_deg,
-        scale=data.scale,
-        label_key=data.get("label_key"),
-        covariate_keys=list(data.get("covariate_keys") or []),
-        validate_files=data.get("validate_files", True),
-    )
+    return instantiate(cfg.data, _convert_="all")
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
@@ -161,20 +284,18 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
     return []
 
 
-def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[Any], Any]:
-    from lightning.pytorch.callbacks import (
-        LearningRateMonitor,
-        ModelCheckpoint,
-        TQDMProgressBar,
-    )
+def build_callbacks(cfg: DictConfig, run_dir: Path, has_val: bool = True) -> list[Any]:
+    """The Lightning callbacks: periodic/best/on-exception checkpoints from ``callbacks.checkpoint``, the
+    progress bar from ``callbacks.progress``, and every ``callbacks.<name>`` entry with a ``_target_``
+    (previews, throughput, lr monitor, yours), built by ``hydra.utils.instantiate``.
 
-    from medsynth.models.callbacks import (
-        CheckpointOnSigterm,
-        LastCheckpointAtEnd,
-        PreviewCallback,
-        StepBudgetProgressBar,
-        ThroughputCallback,
-    )
+    An entry set to ``null`` or ``false`` is left out; without validation, entries monitoring a ``val/``
+    metric are left out; without a logger, the ``LearningRateMonitor`` is.
+    """
+    from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+
+    from medsynth.models.callbacks import LastCheckpointAtEnd, StepBudgetProgressBar
 
     cb = cfg.callbacks
     ckpt_dir = run_dir / "checkpoints"
@@ -189,10 +310,12 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[Any], Any]:
             every_n_train_steps=int(cb.checkpoint.every_n_steps),
             save_on_train_epoch_end=False,
             enable_version_counter=False,  # last.ckpt is overwritten, never last-v1.ckpt
+            # SIGTERM (preemption, kill) or an error after the first step: last.ckpt before exiting
+            save_on_exception=bool(cb.checkpoint.get("save_on_exception", True)),
         ),
         LastCheckpointAtEnd(ckpt_dir / "last.ckpt"),
     ]
-    if int(cb.checkpoint.save_top_k) > 0 and float(cfg.data.val_fraction) > 0:
+    if int(cb.checkpoint.save_top_k) > 0 and has_val:
         callbacks.append(
             ModelCheckpoint(
                 dirpath=str(ckpt_dir),
@@ -203,35 +326,31 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[Any], Any]:
                 save_top_k=int(cb.checkpoint.save_top_k),
             )
         )
-    preview = PreviewCallback(
-        out_dir=run_dir / "previews",
-        every_n_steps=int(cb.preview.every_n_steps),
-        num_samples=int(cb.preview.num_samples),
-        sampler=str(cb.preview.sampler),
-        steps=int(cb.preview.steps),
-        seed=int(cb.preview.seed),
-    )
-    callbacks.append(preview)
-    if cb.get("save_on_sigterm", True):
-        callbacks.append(CheckpointOnSigterm(ckpt_dir / "last.ckpt"))
-    if cb.get("throughput", True):
-        callbacks.append(ThroughputCallback())
-    if cb.get("lr_monitor", True) and cfg.logger.kind != "none":
-        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    declared = OmegaConf.to_container(cb, resolve=False)
+    entries = {name: value for name, value in declared.items() if isinstance(value, dict) and "_target_" in value}
+    for name in entries:
+        callback = instantiate(cfg.callbacks[name], _convert_="all")
+        if not has_val and str(getattr(callback, "monitor", None) or "").startswith("val/"):
+            continue
+        if isinstance(callback, LearningRateMonitor) and cfg.logger.kind == "none":
+            continue
+        callbacks.append(callback)
     if cb.progress == "rich":
         callbacks.append(StepBudgetProgressBar(leave=True))
     elif cb.progress == "tqdm":
         callbacks.append(TQDMProgressBar())
-    return callbacks, preview
+    return callbacks
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, has_val: bool) -> tuple[Any, Any]:
     import lightning.pytorch as pl
 
+    from medsynth.models.callbacks import PreviewCallback
     from medsynth.models.precision import resolve_precision
 
     t = cfg.trainer
-    callbacks, preview = build_callbacks(cfg, run_dir)
+    callbacks = build_callbacks(cfg, run_dir, has_val)
+    preview = next((c for c in callbacks if isinstance(c, PreviewCallback)), None)
     val_every = int(t.val_every_n_steps)
     trainer = pl.Trainer(
         accelerator=t.accelerator,
@@ -269,7 +388,12 @@ def run_dir_of_job() -> Path:
 
 
 def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
-    """Train with a composed config; returns {"run_dir", "last_checkpoint", "best_checkpoint", "best_val_loss", "previews"}."""
+    """Train with a composed config.
+
+    Returns ``{"metrics", "run_dir", "last_checkpoint", "best_checkpoint", "previews", "global_step"}``;
+    ``metrics`` maps each logged metric's name to its last value (``train/loss``, ``val/loss``...) plus
+    ``val/loss_best`` (the best checkpoint's val/loss) when validation ran.
+    """
     import lightning.pytorch as pl
     import torch
 
@@ -278,6 +402,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
 
     check_config(cfg)
     run_dir = Path(run_dir or run_dir_of_job()).resolve()
+    cfg = OmegaConf.merge(cfg, {"run_dir": str(run_dir)})  # ${run_dir} in callback entries
     datamodule = build_datamodule(cfg)
     datamodule.describe()
     check_shape(
@@ -312,18 +437,24 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path") or None)
     best_cb = next((c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)), None)
     best_score = getattr(best_cb, "best_model_score", None)
+    metrics = {
+        name: float(value) for name, value in trainer.callback_metrics.items() if value.numel() == 1
+    }
+    if best_score is not None:
+        metrics["val/loss_best"] = float(best_score)
+    written = list(preview.written) if preview is not None else []
     result = {
+        "metrics": metrics,
         "run_dir": str(run_dir),
         "last_checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
         "best_checkpoint": getattr(best_cb, "best_model_path", "") or "",
-        "best_val_loss": float(best_score) if best_score is not None else None,
-        "previews": [str(p) for p in preview.written],
+        "previews": [str(p) for p in written],
         "global_step": int(trainer.global_step),
     }
     if trainer.is_global_zero:
         print(f"medsynth train: done at step {trainer.global_step}; run dir {run_dir}", flush=True)
-        if preview.written:
-            print(f"medsynth train: preview {preview.written[-1]}", flush=True)
+        if written:
+            print(f"medsynth train: preview {written[-1]}", flush=True)
     return result
 
 
@@ -333,21 +464,94 @@ def _world_size(cfg: DictConfig) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- Hydra app
+#: ``sys.argv`` of the ``medsynth train`` process while Hydra parses its own copy (see :func:`main`)
+_ORIGINAL_ARGV: list[str] | None = None
+#: a single run's user error, raised by :func:`main` after Hydra returns (Hydra would add a line)
 _ERRORS: list[MedsynthError] = []
 
 
 def _task(cfg: DictConfig) -> float | None:
-    """Hydra task: train one job; user errors are kept for :func:`main` to report as one line."""
+    """The Hydra task (one run, or one job of a sweep): train, then return the value of
+    ``optimized_metric`` when it is set (the sweeper's objective), else ``None``.
+
+    In a sweep a :class:`~medsynth.errors.MedsynthError` propagates: Hydra records it in the job's
+    return (on a SLURM node too) and re-raises it in ``medsynth train``; a single run keeps it for
+    :func:`main` to raise, so it is printed as one line.
+    """
+    if _ORIGINAL_ARGV is not None:  # Lightning's DDP launcher re-runs sys.argv for ranks > 0
+        sys.argv = list(_ORIGINAL_ARGV)
     try:
         result = train(cfg)
-    except MedsynthError as err:
-        _ERRORS.append(err)
+    except Exception as failure:
+        remove_unfinished_run(run_dir_of_job())  # failures leave nothing (kept once a checkpoint exists)
+        err = user_error_in(failure)
+        if err is None:
+            raise
         if _is_multirun():
-            log.error("%s", err)
+            raise err from (None if err is failure else failure)
+        _ERRORS.append(err)
         return None
-    if cfg.get("optimized_metric"):
-        return result["best_val_loss"]
-    return None
+    name = cfg.get("optimized_metric")
+    return objective(result["metrics"], name) if name else None
+
+
+def objective(metrics: dict[str, float], name: str) -> float:
+    """The value of the metric named by ``optimized_metric`` (what the Optuna sweeper optimises)."""
+    if name not in metrics:
+        raise ConfigError("optimized_metric", f"'{name}' was not logged (logged: {', '.join(sorted(metrics))})")
+    value = float(metrics[name])
+    if not math.isfinite(value):
+        raise ConfigError("optimized_metric", f"'{name}' is {value} for this run")
+    return value
+
+
+def main(argv: Sequence[str]) -> int:
+    """Entry point of ``medsynth train``: Hydra command line in ``argv``; returns the exit code.
+
+    The app is built with Hydra's public ``hydra.main`` over ``conf/config.yaml``. Before anything is
+    launched, every point of a sweep is composed and checked (:func:`check_launch`), so a bad key or
+    value is one line and no job starts. ``HYDRA_FULL_ERROR=1`` makes Hydra re-raise a job's error
+    instead of printing a traceback, so a user error inside a job is one line too.
+    """
+    global _ORIGINAL_ARGV
+    import hydra
+
+    from medsynth.config import config_dir
+
+    argv = list(argv)
+    flags, overrides = split_argv(argv)
+    informational = bool(flags & INFORMATIONAL_FLAGS)
+    if not (informational or _is_child_process()):
+        check_launch(overrides)  # one-line ConfigError before anything starts
+    app = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=CONFIG_NAME)(_task)
+    saved_argv, saved_full_error = list(sys.argv), os.environ.get("HYDRA_FULL_ERROR")
+    _ORIGINAL_ARGV = saved_argv
+    sys.argv = [saved_argv[0] if saved_argv else "medsynth", *argv]
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    _ERRORS.clear()
+    try:
+        app()
+    except SystemExit as stop:  # Hydra exits after --help/--cfg; Lightning after SIGTERM (checkpoint saved)
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if isinstance(stop, SIGTERMException):
+            return SIGTERM_EXIT_CODE
+        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    except Exception as err:
+        launch_error = _launch_error(err)
+        if launch_error is None:
+            raise
+        raise launch_error from None
+    finally:
+        sys.argv = saved_argv
+        _ORIGINAL_ARGV = None
+        if saved_full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved_full_error
+    if _ERRORS:
+        raise _ERRORS.pop()
+    return 0
 
 
 def _is_multirun() -> bool:
@@ -357,36 +561,13 @@ def _is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def main(argv: Sequence[str]) -> int:
-    """Entry point of ``medsynth train``: Hydra command line in ``argv``; returns the exit code."""
-    from hydra._internal.utils import _run_hydra, get_args_parser
-
-    from medsynth.config import config_dir
-
-    argv = list(argv)
-    parser = get_args_parser()
-    args = parser.parse_args(argv)
-    informational = args.help or args.hydra_help or args.cfg or args.info or args.shell_completion
-    if not (args.multirun or informational or _is_child_process()):
-        compose_checked(args.overrides)  # one-line ConfigError before anything starts
-    _ERRORS.clear()
-    try:
-        _run_hydra(
-            args=args,
-            args_parser=parser,
-            task_function=_task,
-            config_path=str(config_dir()),
-            config_name=CONFIG_NAME,
-        )
-    except SystemExit as stop:  # Hydra exits after --help/--cfg; Lightning after SIGTERM (checkpoint saved)
-        from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-        if isinstance(stop, SIGTERMException):
-            return SIGTERM_EXIT_CODE
-        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-    if _ERRORS:
-        raise _ERRORS[0]
-    return 0
+def _launch_error(err: BaseException) -> MedsynthError | None:
+    """A scheduler refusing a sweep (sbatch: unknown partition, account, time limit...) as one line."""
+    if type(err).__name__ != "FailedJobError":  # submitit.core.utils.FailedJobError
+        return None
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    reason = next((line for line in lines if "error" in line.lower()), lines[0] if lines else "job failed")
+    return ConfigError("hydra.launcher", reason)
 
 
 def _is_child_process() -> bool:

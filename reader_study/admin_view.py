@@ -1,6 +1,10 @@
-"""The admin's page: study status, per-reader progress, ratings.csv export, open/close.
+"""The admin's page: study status, the blinding audit, per-reader progress, ratings.csv export,
+open/close.
 
 Every call goes through the service, which refuses it unless the signed-in account is an admin.
+Organiser- and reader-provided strings reach the page as text only (``style.safe_text``, or table
+cells, which Streamlit never renders as HTML). The ratings.csv is built only when the admin clicks
+Download (a deferred download: the service re-checks the role then), never kept in the page.
 """
 
 from __future__ import annotations
@@ -14,10 +18,37 @@ import style
 from medsynth.study.service import ReaderSession, StudyService
 
 
+def audit_section(service: StudyService, session: ReaderSession) -> None:
+    """The study's last blinding audit (``medsynth study audit``): AUC per group and channel."""
+    st.subheader("Blinding audit")
+    result = service.study_audit(session)
+    if not result:
+        st.info("No audit stored yet: run `medsynth study audit db=...`.")
+        return
+    groups = result["groups"]
+    cols = st.columns(len(groups) + 1)
+    for column, (group, values) in zip(cols, groups.items(), strict=False):
+        column.metric(f"{group} AUC", f"{values['auc']:.2f}", help=f"95% CI {values['ci'][0]:.2f}-{values['ci'][1]:.2f}")
+    cols[-1].metric("Verdict", result["verdict"])
+    if result["leaks"]:
+        st.error("Format/metadata channels tell real from synthetic: " + ", ".join(result["leaks"]))
+    if result.get("hint"):
+        st.warning(result["hint"])
+    table = pd.DataFrame(
+        [
+            {"channel": name, "group": r["group"], "auc": r["auc"], "ci_low": r["ci"][0], "ci_high": r["ci"][1],
+             "p": r.get("p"), "effect_sd": r.get("effect"), "leak": name in result["leaks"]}
+            for name, r in result["channels"].items()
+        ]
+    )  # fmt: skip
+    st.dataframe(table, hide_index=True, width="stretch")
+    st.caption(f"{result['n_cases']} cases, {result['n_showings']} showings; AUC 0.5 = chance.")
+
+
 def render(service: StudyService, session: ReaderSession) -> None:
     status = service.study_status(session)
     head, who = st.columns([3, 1], vertical_alignment="center")
-    head.markdown(f"<p class='case-header'>Study · {status['study']}</p>", unsafe_allow_html=True)
+    head.markdown(f"<p class='case-header'>Study · {style.safe_text(status['study'])}</p>", unsafe_allow_html=True)
     style.account_bar(who, session.name, session.role)
     cols = st.columns(5)
     cols[0].metric("Status", status["status"])
@@ -34,7 +65,7 @@ def render(service: StudyService, session: ReaderSession) -> None:
     else:
         readers = readers.assign(progress=readers.done / readers.total.clip(lower=1))
         st.dataframe(
-            readers[["reader", "done", "total", "progress", "last_answer"]],
+            readers[["reader", "done", "total", "progress", "last_answer", "simulated", "can_sign_in"]],
             column_config={
                 "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0)
             },
@@ -42,12 +73,13 @@ def render(service: StudyService, session: ReaderSession) -> None:
             width="stretch",
         )
 
+    audit_section(service, session)
+
     st.subheader("Export")
-    ratings = service.export_ratings(session)
-    st.caption(f"ratings.csv: {len(ratings)} rated showings (one row per reader and showing).")
+    st.caption(f"ratings.csv: {status['showings_done']} rated showings (one row per reader and showing).")
     st.download_button(
-        "Download ratings.csv", ratings.to_csv(index=False).encode("utf-8"), file_name="ratings.csv",
-        mime="text/csv", key="export", type="primary",
+        "Download ratings.csv", data=lambda: service.export_ratings_csv(session), file_name="ratings.csv",
+        mime="text/csv", key="export", type="primary", on_click="ignore",
     )  # fmt: skip
     st.subheader("Analysis")
     if importlib.util.find_spec("medsynth.analysis.cli") is not None:

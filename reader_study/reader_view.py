@@ -1,7 +1,8 @@
 """The reader's page: "case k of n", the tri-planar viewer and the question form.
 
-Submitting stores the answers at once (one transaction) and moves on; a reload or a new sign-in
-resumes at the first unanswered case. The ground truth is never fetched here. When the study allows
+Every answer is kept as a server-side draft as soon as it is given; submitting stores the answers
+(one transaction) and moves on; a reload or a new sign-in resumes at the first unanswered case with
+its draft filled in. The ground truth is never fetched here. When the study allows
 going back (``allow_back``), "Previous case" shows an answered case with the stored answers filled in;
 re-submitting edits them through ``StudyService.submit`` (which counts the edit).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+import form_keys
 import streamlit as st
 import style
 import viewer
@@ -18,6 +20,10 @@ from medsynth.study.questions import AnswerError
 from medsynth.study.service import PermissionDenied, ReaderSession, StudyService
 
 BACK_KEY = "back_position"  # session-state key: the answered position being revisited, if any
+SHORTCUTS = (
+    "Form keys: **R** real · **S** synthetic · **1–5** rate the highlighted question · **[ ]** move the "
+    "highlight · **N** comment · **Enter** submit (**Ctrl+Enter** from the comment)"
+)
 
 
 def _index(options: list, stored):
@@ -25,27 +31,29 @@ def _index(options: list, stored):
     return options.index(stored) if stored is not None and stored in options else None
 
 
-def question_widget(q: dict, key: str, stored=None):
+def question_widget(q: dict, key: str, stored=None, on_change=None):
     """One input per question type, pre-filled with ``stored``; returns the value (None when unanswered)."""
     label = q["text"]
     if q["type"] == "bool":
         options = [False, True]
         labels = q["labels"]
         return st.radio(label, options, index=_index(options, stored), horizontal=True, key=key,
-                        format_func=lambda v: labels["true" if v else "false"])  # fmt: skip
+                        format_func=lambda v: labels["true" if v else "false"], on_change=on_change)  # fmt: skip
     if q["type"] == "likert":
         anchors = q.get("anchors", {})
         options = list(range(q["min"], q["max"] + 1))
-        value = st.radio(label, options, index=_index(options, stored), horizontal=True, key=key)
+        value = st.radio(label, options, index=_index(options, stored), horizontal=True, key=key,
+                         on_change=on_change)  # fmt: skip
         if anchors:
-            st.caption(
-                " · ".join(f"{k} = {v}" for k, v in sorted(anchors.items(), key=lambda kv: int(kv[0])))
-            )
+            st.caption(" · ".join(f"{k} {v}" for k, v in sorted(anchors.items(), key=lambda kv: int(kv[0]))))
         return value
     if q["type"] == "choice":
-        return st.radio(label, q["options"], index=_index(q["options"], stored), key=key)
+        return st.radio(label, q["options"], index=_index(q["options"], stored), key=key, on_change=on_change)
     text = stored if isinstance(stored, str) else ""
-    return st.text_area(label, value=text, max_chars=q["max_length"], key=key, height=68) or None
+    return (
+        st.text_area(label, value=text, max_chars=q["max_length"], key=key, height=68, on_change=on_change)
+        or None
+    )
 
 
 def _go_to(position: int | None) -> None:
@@ -66,6 +74,58 @@ def back_controls(container, viewed: int, current: int | None, total: int) -> No
         right.button(label, key=f"current_{viewed}", on_click=_go_to, args=(None,))
 
 
+def submit_label(revisit: bool) -> str:
+    return "Save changes and next case" if revisit else "Submit and next case"
+
+
+def _widget_keys(position: int, questions: list[dict], revisit: bool) -> dict[str, str]:
+    prefix = "qb" if revisit else "q"  # fresh widgets for a revisit, so stored values show
+    return {q["key"]: f"{prefix}_{position}_{q['key']}" for q in questions}
+
+
+def _given(keys: dict[str, str]) -> dict:
+    """The answers given so far (session state of the question widgets), unanswered ones left out."""
+    values = {k: st.session_state.get(widget) for k, widget in keys.items()}
+    return {k: v for k, v in values.items() if v is not None and v != ""}
+
+
+def answer_form(
+    service: StudyService, session: ReaderSession, position: int, questions: list[dict], stored: dict,
+    revisit: bool,
+) -> None:
+    """The questions of one showing. Each change is kept as a server-side draft (a reload or a lost
+    connection loses nothing). Run as a fragment: answering reruns only the form, never the viewer."""
+    keys = _widget_keys(position, questions, revisit)
+
+    def keep_draft() -> None:
+        try:
+            service.save_draft(session, position, _given(keys))
+        except (AnswerError, PermissionDenied) as err:
+            st.session_state[f"draft_error_{position}"] = str(err)
+
+    for q in questions:
+        question_widget(q, keys[q["key"]], stored.get(q["key"]), on_change=None if revisit else keep_draft)
+    if error := st.session_state.pop(f"draft_error_{position}", None):
+        st.caption(f"Draft not saved: {error}")
+
+
+def submit_answers(
+    service: StudyService, session: ReaderSession, position: int, questions: list[dict], revisit: bool,
+    current_position: int,
+) -> None:
+    """Submit's callback: store every answer of the showing in one transaction. It runs before the
+    page's next script run, so that one run already shows the next case."""
+    seconds = time.monotonic() - st.session_state.get(f"t0_{position}", time.monotonic())
+    try:
+        service.submit(session, position, _given(_widget_keys(position, questions, revisit)), seconds)
+    except (AnswerError, PermissionDenied) as err:
+        st.session_state[f"submit_error_{position}"] = str(err)
+        return
+    if revisit:
+        following = position + 1
+        _go_to(following if following < current_position else None)
+
+
 def render(service: StudyService, session: ReaderSession) -> None:
     info = service.study_info(session)
     current = service.current_case(session)
@@ -84,11 +144,12 @@ def render(service: StudyService, session: ReaderSession) -> None:
         if allow_back and progress.total:
             back_controls(st, progress.total, None, progress.total)
         return
-    started = st.session_state.setdefault(f"t0_{case.position}", time.monotonic())
+    st.session_state.setdefault(f"t0_{case.position}", time.monotonic())
     head, bar, who = st.columns([1.3, 2, 0.9], vertical_alignment="center")
-    head.markdown(f"<p class='case-header'>Case {case.number} of {case.total}</p>", unsafe_allow_html=True)
     head.markdown(
-        f"<span class='case-sub'>{info['name']} · case {case.opaque_id}</span>", unsafe_allow_html=True
+        f"<p class='case-header'>Case {case.number} of {case.total}"
+        f" <span class='case-sub'>· {style.safe_text(info['name'])} · case {style.safe_text(case.opaque_id)}</span></p>",
+        unsafe_allow_html=True,
     )
     bar.progress(progress.done / max(progress.total, 1), text=f"{progress.done} of {progress.total} answered")
     style.account_bar(who, session.name, session.role)
@@ -96,28 +157,19 @@ def render(service: StudyService, session: ReaderSession) -> None:
         st.warning("The study is closed: answers are not accepted.")
     if allow_back:
         back_controls(head, case.position, None if current is None else current.position, case.total)
-    stored = service.case_answers(session, case.position) if back is not None else {}
-    prefix = "qb" if back is not None else "q"  # fresh widgets for a revisit, so stored values show
-    images, form_column = st.columns([3.3, 1.2], gap="medium")
+    questions = service.questions(session)
+    revisit = back is not None
+    stored = service.case_answers(session, case.position) if revisit else service.draft(session, case.position)
+    images, form_column = st.columns([3.1, 1.4], gap="medium")
     with images:
-        viewer.render(service, session, case.position, info["render"])
-    with form_column, st.form(f"questions_{case.position}"):
-        answers = {}
-        for q in service.questions(session):
-            key = f"{prefix}_{case.position}_{q['key']}"
-            answers[q["key"]] = question_widget(q, key, stored.get(q["key"]))
-        label = "Save changes and next case" if back is not None else "Submit and next case"
-        submitted = st.form_submit_button(label, type="primary", width="stretch")
-    if submitted:
-        seconds = time.monotonic() - started
-        try:
-            service.submit(
-                session, case.position, {k: v for k, v in answers.items() if v is not None}, seconds
-            )
-        except (AnswerError, PermissionDenied) as err:
-            form_column.error(str(err))
-            return
-        if back is not None:
-            following = back + 1
-            _go_to(following if following < current_position else None)
-        st.rerun()
+        viewer.render(service, session, case.position)
+        st.caption(SHORTCUTS)
+    with form_column, st.container(key="answer_form", border=True):
+        st.fragment(answer_form)(service, session, case.position, questions, stored, revisit)
+        st.button(
+            submit_label(revisit), type="primary", width="stretch", key=f"submit_{case.position}",
+            on_click=submit_answers, args=(service, session, case.position, questions, revisit, current_position),
+        )  # fmt: skip
+        if error := st.session_state.pop(f"submit_error_{case.position}", None):
+            st.error(error)
+    form_keys.render(case.position, questions, "qb" if revisit else "q", submit_label(revisit))

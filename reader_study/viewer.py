@@ -1,58 +1,44 @@
-"""Tri-planar viewer: axial, coronal and sagittal side by side, one slice slider per plane,
-window presets (auto = MR percentiles, CT presets) and manual width/level. Slices are rendered to
-PNG on the server by the service, so the browser never receives the volume or its file."""
+"""The reader's viewer: axial, coronal and sagittal planes of one case, sliced in the browser.
+
+The server sends the case once (``medsynth.study.viewer_payload``: the study's display volume,
+lossless, windows in stack units, no header fields) to a canvas component
+(``viewer_component/viewer.js``, Streamlit components v2, no iframe) that does the rest: linked
+crosshair, wheel/arrow-key slicing, zoom, pan, drag windowing, presets fitting the study's
+modality, orientation labels, physical aspect and one plane full size. Nothing is fetched at run
+time: the JS and CSS ship inside the package.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
+from pathlib import Path
+
 import streamlit as st
 
-from medsynth.study.rendering import PLANES, Window, auto_window, resolve_window
 from medsynth.study.service import ReaderSession, StudyService
 
-
-def window_controls(
-    service: StudyService, session: ReaderSession, position: int, render: dict
-) -> tuple[str, Window | None]:
-    presets = ["auto", *render.get("presets", {}), "manual"]
-    default = render.get("default_preset", "auto")
-    cols = st.columns([1.4, 1, 1])
-    preset = cols[0].selectbox(
-        "Window", presets, index=presets.index(default) if default in presets else 0, key="window_preset",
-        format_func=lambda p: {"auto": "Auto (MR percentile)", "manual": "Manual W/L"}.get(p, p.replace("_", " ")),
-    )  # fmt: skip
-    manual = None
-    if preset != "manual":
-        shown = resolve_window(service.display_volume(session, position), preset, render)
-        cols[1].markdown(
-            f"<div class='case-sub' style='padding-top:2.1rem'>W {shown.width:.4g} · L {shown.level:.4g}</div>",
-            unsafe_allow_html=True,
-        )
-    if preset == "manual":
-        volume = service.display_volume(session, position)
-        start = auto_window(volume, render.get("auto_percentiles", (1, 99.5)))
-        level = cols[1].number_input(
-            "Level", value=round(start.level, 3), key=f"level_{position}", format="%.3f"
-        )
-        width = cols[2].number_input(
-            "Width", value=round(start.width, 3), min_value=1e-3, key=f"width_{position}", format="%.3f"
-        )
-        manual = Window(level=float(level), width=float(width))
-    return preset, manual
+ASSETS = Path(__file__).resolve().parent / "viewer_component"
+COMPONENT = st.components.v2.component(
+    "medsynth_viewer",
+    js=(ASSETS / "viewer.js").read_text(encoding="utf-8"),
+    css=(ASSETS / "viewer.css").read_text(encoding="utf-8"),
+    isolate_styles=False,
+)
 
 
-def render(service: StudyService, session: ReaderSession, position: int, render: dict) -> None:
-    preset, manual = window_controls(service, session, position, render)
-    grid = [int(g) for g in render["grid"]]
-    sizes = {"sagittal": grid[0], "coronal": grid[1], "axial": grid[2]}
-    columns = st.columns(3, gap="small")
-    for column, plane in zip(columns, PLANES, strict=True):
-        with column:
-            st.markdown(f"<div class='plane-label'>{plane}</div>", unsafe_allow_html=True)
-            n = sizes[plane]
-            key = f"slice_{plane}_{position}"
-            index = st.session_state.get(key, n // 2)
-            st.image(
-                service.render_slice(session, position, plane, index, preset, manual),
-                width="stretch",
-            )
-            st.slider(f"{plane} slice", 0, n - 1, n // 2, key=key, label_visibility="collapsed")
+def render(service: StudyService, session: ReaderSession, position: int) -> None:
+    """Mount the viewer on a reachable showing, then warm the next showing's payload on the server
+    (in the background: the reader reads for seconds, Submit then finds the next case ready)."""
+    COMPONENT(key=f"viewer_{position}", data=service.viewer_payload(session, position))
+    started = f"prefetched_{position}"
+    if not st.session_state.get(started):
+        st.session_state[started] = True
+        threading.Thread(target=_prefetch, args=(service, session), daemon=True).start()
+
+
+def _prefetch(service: StudyService, session: ReaderSession) -> None:
+    try:
+        service.prefetch_next(session)
+    except Exception:  # best effort: the next case loads (and reports errors) when it is shown
+        logging.getLogger(__name__).debug("prefetch failed", exc_info=True)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from medsynth import cli
-from medsynth.analysis.simulation import simulate_ratings
+from medsynth.study.simulate import reader_models, simulate_ratings
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
 CHROMIUM_ARGS = [
@@ -29,18 +29,16 @@ def test_report_opens_and_figures_render(tmp_path, capsys):
     from playwright.sync_api import sync_playwright
 
     rng = np.random.default_rng(0)
-    quality = rng.uniform(0, 1, 16)
+    latent = rng.normal(size=16)
     table = pd.DataFrame(
         {
             "case_id": [f"sample_{i:05d}" for i in range(16)] + [f"phantom_{i:04d}" for i in range(16)],
             "is_synthetic": [1] * 16 + [0] * 16,
-            "quality": list(quality) + [np.nan] * 16,
         }
     )
-    simulate_ratings(table, n_readers=3, skill=0.7, seed=0).to_csv(tmp_path / "ratings.csv", index=False)
-    per_image = pd.DataFrame(
-        {"case_id": table.case_id[:16], "frd_local": 1 - quality, "noise": rng.normal(size=16)}
-    )
+    ratings = simulate_ratings(table, reader_models(0.7, 3), 0.1, 0, dict(zip(table.case_id[:16], latent, strict=True)))
+    ratings.to_csv(tmp_path / "ratings.csv", index=False)
+    per_image = pd.DataFrame({"case_id": table.case_id[:16], "frd_local": -latent, "noise": rng.normal(size=16)})
     per_image.to_csv(tmp_path / "per_image.csv", index=False)
     out = tmp_path / "out"
     args = [
@@ -63,8 +61,11 @@ def test_report_opens_and_figures_render(tmp_path, capsys):
             )
             headings = page.eval_on_selector_all("h2", "hs => hs.map(h => h.textContent)")
             summary_text = page.inner_text("ul.summary")
+            banner = page.inner_text("#simulated-banner")
         finally:
             browser.close()
     assert len(widths) == 3 and all(w > 0 for w in widths), widths
     assert "Agreement between readers" in headings and "Automatic metrics vs expert realism" in headings
     assert "accuracy" in summary_text and not errors
+    assert "Readers and cases as random samples (MRMC)" in headings
+    assert "Simulated readers: reader_01, reader_02, reader_03" in banner and "SIMULATED READERS" in summary_text

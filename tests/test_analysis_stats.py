@@ -313,6 +313,10 @@ def test_intra_reader_agreement_by_counting(summary):
     assert "C" not in intra["per_reader"]
 
 
-def test_plain_language_mentions_accuracy_and_p(summary):
-    first = summary["plain_language"][0]
-    assert "71% accuracy" in first and "p=" in first
+def test_plain_language_leads_with_mrmc_then_pooled_accuracy_and_p(summary):
+    lines = summary["plain_language"]
+    assert lines[0].startswith("Generalising over readers and cases (OR-H")
+    assert "no evidence that readers can tell" in lines[0]  # 3 readers x 8 cases: p = 0.175
+    assert "Equivalence not shown" in lines[1] and "not evidence that synthetic scans look real" in lines[1]
+    pooled = next(line for line in lines if "as if independent" in line)
+    assert "71% accuracy" in pooled and "p=" in pooled

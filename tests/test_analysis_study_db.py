@@ -12,6 +12,7 @@ import pytest
 from medsynth import cli
 from medsynth.data.phantom import make_phantom
 from medsynth.study import db as study_db
+from tests.test_metrics_cli import FINGERPRINT, write_fingerprint
 
 SMALL = ["render.grid=[16,16,16]", "render.png_size=64"]
 FAST = ["bootstrap.n_resamples=50", "report.dpi=40"]
@@ -30,6 +31,7 @@ def test_analyze_reads_a_study_database(tmp_path, capsys):
         for i in range(5):
             vol, affine, _ = make_phantom((16, 16, 16), rng)
             nib.save(nib.Nifti1Image(vol, affine), str(tmp_path / sub / f"{prefix}_{i:04d}.nii.gz"))
+        write_fingerprint(tmp_path / sub, FINGERPRINT | {"shape": [16, 16, 16]})  # study create checks it
     url = f"sqlite:///{tmp_path / 's.db'}"
     steps = [
         [
@@ -53,7 +55,10 @@ def test_analyze_reads_a_study_database(tmp_path, capsys):
     a = json.loads((tmp_path / "from_db" / "summary.json").read_text())
     b = json.loads((from_csv / "summary.json").read_text())
     assert a["n_readers"] == 2 and a["n_ratings"] == b["n_ratings"] > 0
-    assert a["pooled"] == b["pooled"] and a["agreement"] == b["agreement"]
+    assert a["pooled"] == b["pooled"] and a["agreement"] == b["agreement"] and a["mrmc"] == b["mrmc"]
+    # readers added by `study simulate` are flagged in the database, the export and the report
+    assert a["simulated_readers"] == ["sim_reader_01", "sim_reader_02"]
+    assert "id=simulated-banner" in (tmp_path / "from_db" / "report.html").read_text()
     assert (
         tmp_path / "from_db" / "ratings.csv"
     ).is_file()  # the exported ratings are kept beside the summary

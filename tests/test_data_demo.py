@@ -17,7 +17,8 @@ def _run(*args: str) -> int:
 
 
 def _hashes(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 def test_phantom_geometry_manifest_and_same_bytes(tmp_path, capsys):
@@ -26,7 +27,7 @@ def test_phantom_geometry_manifest_and_same_bytes(tmp_path, capsys):
     assert _run(*args, f"out_dir={tmp_path / 'b'}") == 0
     assert _run("dataset=phantom", "n=4", "shape=[16,20,24]", "seed=8", f"out_dir={tmp_path / 'c'}") == 0
     a, b, c = _hashes(tmp_path / "a"), _hashes(tmp_path / "b"), _hashes(tmp_path / "c")
-    assert a == b and len(a) == 5
+    assert a == b and len(a) == 9  # 4 images, 4 label maps, manifest.csv
     assert a["phantom_0000.nii.gz"] != c["phantom_0000.nii.gz"]
 
     manifest = pd.read_csv(tmp_path / "a" / "manifest.csv")

@@ -208,7 +208,7 @@ def test_manifest_columns_carried_and_decathlon(tmp_path):
         json.dumps(
             {
                 "name": "demo",
-                "training": [{"image": "./demo/phantom_0001.nii.gz", "label": "./demo/phantom_0001.nii.gz"}],
+                "training": [{"image": "./demo/phantom_0001.nii.gz", "label": "./demo/labels/phantom_0001.nii.gz"}],
             }
         )
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 
 from medsynth.data.validation import validate_volume_file
@@ -139,3 +140,76 @@ def test_unreadable_file_names_permission(tmp_path):
     )
     assert proc.returncode == 3, proc.stderr[-500:]
     assert proc.stdout.strip() == f"{path}: cannot read file (permission denied)"
+
+
+# --- one subject, one entry; manifest schemas (through `medsynth data prepare`) ---------------------
+
+PREPARE_SMALL = ["spacing=[8,8,8]", "shape=[8,8,8]", "num_workers=1", "progress=false"]
+
+
+def _prepare(src, out, *extra):
+    from medsynth import cli
+
+    return cli.main(["data", "prepare", f"input={src}", f"out_dir={out}", *PREPARE_SMALL, *extra])
+
+
+def _two_scans(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    _save(folder / "a.nii.gz", _volume((12, 12, 12)))
+    _save(folder / "b.nii.gz", np.random.default_rng(1).random((12, 12, 12)))
+    return folder
+
+
+def test_symlinked_folder_is_the_same_subject(tmp_path, capsys):
+    src = tmp_path / "src"
+    _two_scans(src / "site1")
+    (src / "site1_again").symlink_to(src / "site1", target_is_directory=True)
+    (src / "site1" / "loop").symlink_to(src, target_is_directory=True)  # a loop is not followed forever
+    assert _prepare(src, tmp_path / "out") == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if "bad input" in line]
+    assert len(lines) == 2 and all("same scan as" in line and "same file" in line for line in lines), lines
+    assert not (tmp_path / "out").exists()
+    assert _prepare(src, tmp_path / "out", "on_duplicate=skip") == 0
+    manifest = pd.read_csv(tmp_path / "out" / "manifest.csv")
+    assert sorted(manifest["subject_id"]) == ["site1_a", "site1_b"]
+    assert manifest["duplicate_sources"].notna().all()
+
+
+def test_csv_listing_a_scan_twice_or_a_copy(tmp_path, capsys):
+    _two_scans(tmp_path)
+    shutil.copy(tmp_path / "a.nii.gz", tmp_path / "a_copy.nii.gz")
+    csv = tmp_path / "list.csv"
+    pd.DataFrame({"path": ["a.nii.gz", "b.nii.gz", "./a.nii.gz", "a_copy.nii.gz"], "label": [0, 1, 0, 0]}).to_csv(
+        csv, index=False
+    )
+    assert _prepare(csv, tmp_path / "out") == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "bad input" in line]
+    assert len(err) == 2 and "same file" in err[0] and "same content" in err[1], err
+    assert _prepare(csv, tmp_path / "out", "on_duplicate=keep") == 0
+    manifest = pd.read_csv(tmp_path / "out" / "manifest.csv")
+    assert len(manifest) == 4 and list(manifest["duplicate_of"].fillna("")) == ["", "", "a", "a"]
+
+
+def test_bad_on_duplicate_value_is_one_line(tmp_path, capsys):
+    _two_scans(tmp_path / "src")
+    assert _prepare(tmp_path / "src", tmp_path / "out", "on_duplicate=maybe") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "on_duplicate" in err[0]
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        ({"training": [{"label": "a.nii.gz"}]}, "entry 0: no 'image'"),
+        ({"training": {"image": "a.nii.gz"}}, "must be a list"),
+        ({"training": ["a.nii.gz", 3]}, "entry 1"),
+    ],
+)
+def test_decathlon_schema_is_one_line(tmp_path, capsys, content, words):
+    import json
+
+    _two_scans(tmp_path / "src")
+    (tmp_path / "src" / "dataset.json").write_text(json.dumps(content))
+    assert _prepare(tmp_path / "src" / "dataset.json", tmp_path / "out") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0] and "dataset.json" in err[0], err

@@ -20,6 +20,15 @@ SPACING = [1.5, 1.25, 2.0]
 FAST = ["sampler=dpmpp", "steps=3", "precision=32", "progress=false", "contact_sheet.num_samples=2"]
 
 
+FINGERPRINT = {
+    "shape": [16, 16, 16],
+    "spacing": SPACING,
+    "orientation": "RAS",
+    "intensity": {"mode": "ct", "unit": "HU", "window_low": -1000.0, "window_high": 1000.0, "clip": True},
+    "crop_foreground": {"enabled": True, "threshold": 0.1, "margin_mm": 6.0},
+}
+
+
 def _affine() -> np.ndarray:
     affine = np.diag([*SPACING, 1.0])
     affine[:3, 3] = [-12.0, -10.0, -16.0]
@@ -38,7 +47,7 @@ def _save_checkpoint(path: Path, conditioning: dict | None) -> Path:
     torch.manual_seed(0)
     module = DiffusionModule(
         {"model": model, "diffusion": diffusion, "optim": {}, "trainer": {}, "seed": 0},
-        geometry={"shape": [16, 16, 16], "spacing": SPACING, "affine": _affine().tolist()},
+        geometry={"shape": [16, 16, 16], "spacing": SPACING, "affine": _affine().tolist(), "fingerprint": FINGERPRINT},
         conditioning=conditioning,
         intensity={"mode": "ct", "low": -1000.0, "high": 1000.0, "unit": "HU"},
     )
@@ -116,7 +125,12 @@ def test_outputs_carry_training_geometry_manifest_and_datalist(checkpoints, tmp_
         str(out / "datalist.json"), data_list_key="training", base_dir=str(out)
     )
     assert [Path(d["image"]) for d in datalist] == files
-    assert (out / "contact_sheet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # figures stay out of the volume folder (tools that glob *.png / *.nii.gz see only volumes)
+    assert (out / "figures" / "contact_sheet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(out.glob("*.png"))
+    from medsynth.io.fingerprint import read_fingerprint
+
+    assert read_fingerprint(out, "synthetic_dir") == FINGERPRINT  # the checkpoint's, carried over
     assert not list(out.glob(".tmp-*"))
 
 

@@ -1,19 +1,13 @@
 """The reader study in a real browser: Playwright driving Debian's chromium against `streamlit run`.
 
 A reader signs in, rates 3 cases, reloads, signs in again and resumes at case 4; the admin
-exports ratings.csv and gets exactly those 3 rated showings. The reader view is saved as
-test-artifacts/reader_view.png (and docs/img/reader_view.png for the README when missing or with
-MEDSYNTH_UPDATE_SCREENSHOTS=1).
+exports ratings.csv and gets exactly those 3 rated showings. The viewer itself is tested in
+tests/test_study_viewer_browser.py (which also takes the README screenshot).
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import nibabel as nib
@@ -24,14 +18,14 @@ import pytest
 from medsynth.config import compose_stage
 from medsynth.data.phantom import make_phantom
 from medsynth.study import db as study_db
-from medsynth.study.cli import serve_env, streamlit_command
+from medsynth.study.local_server import CHROMIUM_ARGS, LocalStudyServer, chromium_path
 from medsynth.study.questions import load_questions
 from medsynth.study.service import StudyService
 from medsynth.study.testing import free_port
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = shutil.which("chromium")
+CHROMIUM = chromium_path()
 IDLE = "[data-test-script-state='notRunning']"
 ANSWERS = [  # (question text, option label) per case
     [("Is this scan real or synthetic?", "Synthetic"), ("How confident", "4"), ("How realistic", "2"),
@@ -55,9 +49,8 @@ def server(tmp_path_factory):
         files.append(root / f"scan_{i}.nii.gz")
         nib.save(nib.Nifti1Image(vol, affine), str(files[-1]))
     url = f"sqlite:///{root / 'study.db'}"
-    port = free_port()
     cfg = compose_stage(
-        "study", [f"db={url}", f"port={port}", "render.grid=[128,128,128]", "render.png_size=384"]
+        "study", [f"db={url}", f"port={free_port()}", "render.grid=[128,128,128]", "render.png_size=384"]
     )
     service = StudyService(url)
     from omegaconf import OmegaConf
@@ -75,25 +68,8 @@ def server(tmp_path_factory):
         "reader": service.add_reader("realism-study", "ann"),
         "admin": service.add_reader("realism-study", "boss", "admin"),
     }
-    log = open(root / "streamlit.log", "w")
-    proc = subprocess.Popen(
-        streamlit_command(cfg), env=serve_env(cfg), stdout=log, stderr=subprocess.STDOUT, cwd=root
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 40
-    while time.monotonic() < deadline:
-        try:
-            if urllib.request.urlopen(f"{base}/_stcore/health", timeout=1).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail(f"streamlit did not start: {(root / 'streamlit.log').read_text()[-2000:]}")
-    yield base, tokens, root
-    proc.terminate()
-    proc.wait(15)
-    log.close()
+    with LocalStudyServer(cfg, root) as base:
+        yield base, tokens, root
     study_db.dispose_engines()
 
 
@@ -102,16 +78,7 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--headless",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-            ],
-        )
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
         yield browser
         browser.close()
 
@@ -145,18 +112,8 @@ def test_reader_rates_reloads_resumes_and_admin_exports(server, browser):
     page = context.new_page()
     _sign_in(page, base, tokens["reader"])
     _wait_text(page, "Case 1 of 6")
-    page.wait_for_function("document.querySelectorAll('[data-testid=\"stImage\"] img').length === 3")
+    page.wait_for_selector(".msv-root[data-ready='true']", timeout=60_000)  # the viewer decoded the case
     page.wait_for_function("document.querySelectorAll('[data-testid=\"stRadio\"]').length === 5")
-    page.wait_for_function(
-        "Array.from(document.querySelectorAll('[data-testid=\"stImage\"] img')).every(i => i.complete && i.naturalWidth > 0)"
-    )
-    artifacts = ROOT / "test-artifacts"
-    artifacts.mkdir(exist_ok=True)
-    page.screenshot(path=str(artifacts / "reader_view.png"), full_page=True)
-    readme_image = ROOT / "docs" / "img" / "reader_view.png"
-    if not readme_image.exists() or os.environ.get("MEDSYNTH_UPDATE_SCREENSHOTS") == "1":
-        readme_image.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(artifacts / "reader_view.png", readme_image)
     html = page.content()
     assert "scan_" not in html and ".nii" not in html  # no file name reaches the browser
 

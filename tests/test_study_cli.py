@@ -14,6 +14,7 @@ from medsynth.data.phantom import make_phantom
 from medsynth.study import db as study_db
 from medsynth.study.export import REQUIRED_COLUMNS
 from medsynth.study.service import StudyService
+from tests.test_metrics_cli import FINGERPRINT, write_fingerprint
 
 SMALL = ["render.grid=[16,16,16]", "render.png_size=64"]
 
@@ -36,6 +37,8 @@ def dirs(tmp_path_factory):
     pd.DataFrame(
         {"file": [f"sample_{i:04d}.nii.gz" for i in range(5)], "checkpoint": "run/last.ckpt"}
     ).to_csv(root / "syn" / "manifest.csv", index=False)
+    for sub in ("real", "syn"):  # one preprocessing space (study create checks it)
+        write_fingerprint(root / sub, FINGERPRINT | {"shape": [16, 16, 16]})
     return root
 
 
@@ -58,7 +61,7 @@ def test_create_add_reader_simulate_export(dirs, tmp_path, capsys):
     service = StudyService(str(tmp_path / "s.db"))
     assert service.login(token).name == "alice"
     code, out, _ = _run(
-        ["simulate", db, "simulate.n_readers=2", "simulate.skill=[1.0,0.0]", "simulate.repeat_noise=0"],
+        ["simulate", db, "simulate.n_readers=2", "simulate.skill=[1.0,0.0]", "simulate.reader.repeat_consistency=1"],
         capsys,
     )
     assert code == 0 and "sim_reader_01" in out
@@ -75,35 +78,40 @@ def test_create_add_reader_simulate_export(dirs, tmp_path, capsys):
         f"sample_{i:04d}" for i in range(5)
     }
     assert frame.realism.between(1, 5).all() and frame["repeat"].isin([0, 1]).all()
-    # repeats are answered consistently when repeat_noise=0
+    # repeats are answered consistently when repeat_consistency=1
     for _, group in frame.groupby(["reader_id", "case_id"]):
         if len(group) == 2:
             assert group.realism.nunique() == 1 and group.called_synthetic.nunique() == 1
     assert not (tmp_path / "ratings.csv").with_name(".tmp-ratings.csv").exists()
 
 
-def test_simulated_realism_follows_per_image_quality(dirs, tmp_path, capsys):
+def test_simulated_realism_follows_a_generation_parameter_not_a_metric(dirs, tmp_path, capsys):
     db = f"db=sqlite:///{tmp_path / 's.db'}"
     _run(
         ["create", db, f"real_dir={dirs / 'real'}", f"synthetic_dir={dirs / 'syn'}", "n_cases=10", *SMALL],
         capsys,
     )
-    quality = pd.DataFrame(
-        {"case_id": [f"sample_{i:04d}" for i in range(5)], "score": [0.0, 1.0, 2.0, 3.0, 4.0]}
-    )
-    quality.to_csv(tmp_path / "per_image.csv", index=False)
-    code, _, err = _run(
-        ["simulate", db, "simulate.n_readers=6", "simulate.skill=0.7", f"simulate.per_image={tmp_path / 'per_image.csv'}",
-         "simulate.quality_column=score", "simulate.quality_effect=1.5", "simulate.realism_sd=0.3"], capsys,
+    manifest = pd.DataFrame({"file": [f"sample_{i:04d}.nii.gz" for i in range(5)], "steps": [10, 20, 30, 40, 50]})
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    code, out, err = _run(
+        ["simulate", db, "simulate.n_readers=6", "simulate.skill=0.7", f"simulate.manifest={tmp_path / 'manifest.csv'}",
+         "simulate.latent_column=steps", "simulate.latent_weight=1.0", "simulate.reader.latent_effect=1.0",
+         "simulate.reader.realism_sd=0.3"], capsys,
     )  # fmt: skip
     assert code == 0, err
+    assert "marked simulated" in out
     _run(["export", db, f"out={tmp_path / 'r.csv'}"], capsys)
     frame = pd.read_csv(tmp_path / "r.csv")
-    synthetic = frame[(frame.is_synthetic == 1) & (frame["repeat"] == 0)].merge(quality, on="case_id")
-    rho = synthetic.groupby("score").realism.mean().reset_index().corr(method="spearman").iloc[0, 1]
+    steps = manifest.assign(case_id=manifest.file.str.replace(".nii.gz", ""))[["case_id", "steps"]]
+    synthetic = frame[(frame.is_synthetic == 1) & (frame["repeat"] == 0)].merge(steps, on="case_id")
+    rho = synthetic.groupby("steps").realism.mean().reset_index().corr(method="spearman").iloc[0, 1]
     assert rho > 0.8
     real_mean = frame[frame.is_synthetic == 0].realism.mean()
     assert real_mean > synthetic.realism.mean()
+    if "simulated" in frame.columns:  # the reader flag (migration 0002) reaches the export
+        assert (frame["simulated"] == 1).all()
+    code, _, err = _run(["simulate", db, "simulate.latent_column=steps", "simulate.name_prefix=x"], capsys)
+    assert code == 2 and "simulate.manifest" in err
 
 
 def test_demo_builds_a_study_with_private_tokens(tmp_path, capsys):
@@ -151,6 +159,8 @@ def test_demo_builds_a_study_with_private_tokens(tmp_path, capsys):
         (["add-reader", "db=sqlite:///{tmp}/s.db", "name=bob", "role=boss"], "role"),
         (["export", "db=sqlite:///{tmp}/s.db", "study=none"], "study"),
         (["frobnicate"], "frobnicate"),
+        (["create", "db=sqlite:///{tmp}/s.db", "real_dir={raw}", "synthetic_dir={syn}"], "real_dir: "),
+        (["create", "db=sqlite:///{tmp}/s.db", "real_dir={other}", "synthetic_dir={syn}"], "differs from synthetic_dir's in shape"),
         (["serve", "db=sqlite:///{tmp}/empty.db"], "holds no study"),
         (["add-reader", "name=x"], "db"),
         (
@@ -160,10 +170,17 @@ def test_demo_builds_a_study_with_private_tokens(tmp_path, capsys):
     ],
 )
 def test_bad_input_is_one_line(args, needle, dirs, tmp_path, capsys):
-    args = [a.format(tmp=tmp_path, real=dirs / "real", syn=dirs / "syn") for a in args]
+    import shutil
+
+    raw, other = tmp_path / "raw", tmp_path / "other"  # no fingerprint / another grid
+    shutil.copytree(dirs / "real", raw)
+    (raw / "preprocessing.json").unlink()
+    shutil.copytree(dirs / "real", other)
+    write_fingerprint(other, FINGERPRINT | {"shape": [32, 32, 32]})
+    args = [a.format(tmp=tmp_path, real=dirs / "real", syn=dirs / "syn", raw=raw, other=other) for a in args]
     code, _, err = _run(args, capsys)
     lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and needle in lines[0]
+    assert code == 2 and len(lines) == 1 and needle in lines[0], err
 
 
 def test_help_for_every_command(capsys):

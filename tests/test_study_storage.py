@@ -29,6 +29,7 @@ from medsynth.study.service import AuthError, PermissionDenied, ReaderSession, S
 from medsynth.study.testing import TemporaryPostgres, find_postgres_bin
 
 ROOT = Path(__file__).resolve().parents[1]
+HEAD_REVISION = "0002"
 QUESTIONS = load_questions(ROOT / "conf/study_questions/default.yaml")
 RENDER = {
     "grid": [16, 16, 16],
@@ -108,7 +109,7 @@ def test_migrations_create_exactly_the_models_schema(db_url):
     study_db.upgrade_to_head(engine)  # a second upgrade is a no-op
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
-        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0001"
+        assert conn.execute(text("select version_num from alembic_version")).scalar() == HEAD_REVISION
     if db_url.startswith("sqlite"):
         with engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"

@@ -78,7 +78,7 @@ def test_sigterm_saves_last_checkpoint(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 143, output[-3000:]
-    assert "SIGTERM: saved" in output
+    assert "SIGTERMException was raised" in output  # Lightning's ModelCheckpoint(save_on_exception=True)
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] >= 2
     assert "medsynth" in checkpoint and any(k.startswith("ema.module.") for k in checkpoint["state_dict"])

@@ -81,6 +81,9 @@ def test_load_for_sampling_round_trip(run_a, prepared):
     assert bundle.conditioning.num_classes == 2 and bundle.conditioning.class_names == ["control", "patient"]
     assert bundle.conditioning.covariate_keys == ["age"] and bundle.conditioning.guidance_trained
     assert bundle.geometry.shape == (16, 16, 16)
+    from medsynth.io.fingerprint import read_fingerprint
+
+    assert bundle.geometry.fingerprint == read_fingerprint(prepared, "data.root")  # checkpoints carry it
     np.testing.assert_allclose(bundle.geometry.affine, nib.load(str(prepared / "phantom_0000.nii.gz")).affine)
     assert bundle.intensity.mode == "mr" and bundle.intensity.high > bundle.intensity.low
     assert len(bundle.checkpoint_sha256) == 64 and bundle.config_hash

@@ -64,6 +64,7 @@ def make_prepared(
         "spacing": spacing,
         "orientation": "RAS",
         "intensity": {"mode": "mr", "percentiles": [0.5, 99.5], "unit": "a.u."},
+        "crop_foreground": {"enabled": False, "threshold": 0.1, "margin_mm": 0.0},
         "medsynth_version": "test",
     }
     (folder / "preprocessing.json").write_text(json.dumps(info))

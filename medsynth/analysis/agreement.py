@@ -9,8 +9,6 @@ Undefined values (one reader, constant ratings, too few cases) are ``None`` with
 
 from __future__ import annotations
 
-import warnings
-
 import krippendorff
 import numpy as np
 import pandas as pd
@@ -18,7 +16,7 @@ import pingouin
 from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
 
-from medsynth.analysis.bootstrap import finite_or_none
+from medsynth.analysis.bootstrap import finite_or_none, quietly
 
 
 def complete_case_table(firsts: pd.DataFrame, column: str) -> tuple[pd.DataFrame, int]:
@@ -27,13 +25,6 @@ def complete_case_table(firsts: pd.DataFrame, column: str) -> tuple[pd.DataFrame
     wide = firsts.pivot(index="case_id", columns="reader_id", values=column)
     complete = wide.dropna(axis=0, how="any")
     return complete.astype(int), int(len(wide) - len(complete))
-
-
-def _quiet(fn, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with np.errstate(all="ignore"):
-            return fn(*args, **kwargs)
 
 
 def inter_reader_agreement(firsts: pd.DataFrame, scale_min: int, scale_max: int) -> tuple[dict, list[str]]:
@@ -69,10 +60,10 @@ def inter_reader_agreement(firsts: pd.DataFrame, scale_min: int, scale_max: int)
         return result, notes
 
     table, _ = aggregate_raters(calls.to_numpy(), n_cat=2)
-    result["fleiss_kappa_call"] = finite_or_none(_quiet(fleiss_kappa, table, method="fleiss"))
+    result["fleiss_kappa_call"] = finite_or_none(quietly(fleiss_kappa, table, method="fleiss"))
     if n_readers == 2:
         first, second = (calls[c].to_numpy() for c in calls.columns)
-        result["cohen_kappa_call"] = finite_or_none(_quiet(cohen_kappa_score, first, second, labels=[0, 1]))
+        result["cohen_kappa_call"] = finite_or_none(quietly(cohen_kappa_score, first, second, labels=[0, 1]))
     if result["fleiss_kappa_call"] is None:
         notes.append("every reader gave the same call on every case: kappa on the call is undefined (null)")
 
@@ -83,7 +74,7 @@ def inter_reader_agreement(firsts: pd.DataFrame, scale_min: int, scale_max: int)
         )
         return result, notes
     result["krippendorff_alpha_realism"] = finite_or_none(
-        _quiet(
+        quietly(
             krippendorff.alpha,
             reliability_data=values,
             level_of_measurement="ordinal",
@@ -91,7 +82,7 @@ def inter_reader_agreement(firsts: pd.DataFrame, scale_min: int, scale_max: int)
         )
     )
     long = realism.reset_index().melt(id_vars="case_id", var_name="reader_id", value_name="realism")
-    icc = _quiet(
+    icc = quietly(
         pingouin.intraclass_corr, data=long, targets="case_id", raters="reader_id", ratings="realism"
     )
     # pingouin >= 0.7 names ICC(2,1) "ICC(A,1)" (absolute agreement, single rater); older ones "ICC2"
@@ -112,9 +103,9 @@ def _pair_stats(pairs: pd.DataFrame, scale_min: int, scale_max: int) -> dict:
     return {
         "n_pairs": int(len(pairs)),
         "call_agreement": finite_or_none(np.mean(first_call == again_call)),
-        "call_kappa": finite_or_none(_quiet(cohen_kappa_score, first_call, again_call, labels=[0, 1])),
+        "call_kappa": finite_or_none(quietly(cohen_kappa_score, first_call, again_call, labels=[0, 1])),
         "realism_weighted_kappa": finite_or_none(
-            _quiet(cohen_kappa_score, first_real, again_real, labels=levels, weights="quadratic")
+            quietly(cohen_kappa_score, first_real, again_real, labels=levels, weights="quadratic")
         ),
         "realism_mean_abs_difference": finite_or_none(np.mean(np.abs(first_real - again_real))),
     }

@@ -1,4 +1,4 @@
-"""Bootstrap confidence intervals (scipy.stats.bootstrap) and JSON-safe numbers."""
+"""Bootstrap confidence intervals (scipy.stats.bootstrap), JSON-safe numbers and quiet calls."""
 
 from __future__ import annotations
 
@@ -29,6 +29,15 @@ def finite_or_none(value: object) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
+
+
+def quietly(fn: Callable, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with warnings and floating-point errors silenced (undefined statistics
+    become NaN, which :func:`finite_or_none` turns into ``None`` with a note elsewhere)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with np.errstate(all="ignore"):
+            return fn(*args, **kwargs)
 
 
 def bootstrap_ci(

@@ -1,6 +1,7 @@
 """report.html: one self-contained page (figures embedded as base64 PNG, matplotlib Agg).
 
-Sections: plain-language summary, detection per reader (table + ROC curves), agreement table,
+Sections: a banner when readers are simulated, plain-language summary, MRMC (readers and cases
+random: OR-H, DBM, equivalence, model comparison), detection per reader (table + ROC curves), agreement table,
 realism real vs synthetic (distributions), each per-image metric against mean realism with its
 least-squares line, model ranking, notes.
 """
@@ -30,6 +31,7 @@ table{border-collapse:collapse;margin:.6em 0 1em}th,td{border:1px solid #d0d7de;
 th:first-child,td:first-child{text-align:left}th{background:#f6f8fa}
 figure{margin:1em 0}figcaption{color:#57606a;font-size:.9em}img{max-width:100%;height:auto}
 .summary li{margin:.3em 0}.muted{color:#57606a;font-size:.9em}
+.banner{background:#fff3cd;border:2px solid #d4a017;padding:.6em 1em;font-weight:600;margin:1em 0}
 """
 
 
@@ -173,6 +175,59 @@ def _img(b64: str, alt: str, caption: str) -> str:
     )
 
 
+def mrmc_section(s: dict) -> str:
+    """HTML of the MRMC results (summary.json ``mrmc``)."""
+    m = s["mrmc"]
+    level = f"{100 * (1 - s['settings']['alpha']):.0f}%"
+    parts = ["<h2>Readers and cases as random samples (MRMC)</h2>"]
+    rows = []
+    if m["auc"] is not None:
+        rows.append([f"{m['method']} ({m['covariance']})", "AUC", m["auc"], m["auc_ci"], m["f"], m["df1"], m["df2"], m["p"]])
+        if m["dbm"]["f"] is not None:
+            rows.append(["DBM", "AUC", m["auc"], None, m["dbm"]["f"], m["dbm"]["df1"], m["dbm"]["df2"], m["dbm"]["p"]])
+    acc = m.get("accuracy")
+    if acc:
+        rows.append(
+            [f"{acc['method']} ({acc['covariance']})", "accuracy", acc["accuracy"], acc["accuracy_ci"], acc["f"]]
+            + [acc["df1"], acc["df2"], acc["p"]]
+        )
+    if not rows:
+        parts.append("<p>No MRMC result: see the notes.</p>")
+        return "".join(parts)
+    parts.append(
+        _table(["test", "figure of merit", "reader average", f"{level} CI", "F", "df1", "df2 (Hillis)", "p (H0: 0.5)"], rows)
+    )
+    eq = m["equivalence"]
+    parts.append(
+        f"<p>Equivalence (two one-sided tests, margin +-{_fmt(eq['margin'])} AUC around 0.5): p = {_fmt(eq['p'])}, "
+        f"<strong>{'equivalent' if eq['equivalent'] else 'equivalence not shown'}</strong>.</p>"
+    )
+    if m["per_reader_auc"]:
+        parts.append(_table(["reader", "AUC"], [[r, a] for r, a in m["per_reader_auc"].items()]))
+    models = m.get("models")
+    if models:
+        parts.append("<h3>Models compared (treatment effect)</h3>")
+        parts.append(_table(["model", "reader-averaged AUC"], [[k, v] for k, v in models["auc"].items()]))
+        parts.append(
+            f"<p>OR-H test that every model has the same AUC: F = {_fmt(models['f'])}, df = {_fmt(models['df1'])}, "
+            f"{_fmt(models['df2'])}, p = {_fmt(models['p'])}. A lower AUC means readers told that model's scans from "
+            "real ones less well.</p>"
+        )
+        parts.append(
+            _table(
+                ["models", "AUC difference", f"{level} CI"],
+                [[" - ".join(d["models"]), d["difference"], d["ci"]] for d in models["differences"]],
+            )
+        )
+    parts.append(
+        "<p class=muted>Obuchowski-Rockette with Hillis degrees of freedom: readers and cases random, over the cases "
+        "every reader rated (first showings); figure of merit the per-reader ROC AUC of +-confidence. DBM: "
+        "Dorfman-Berbaum-Metz on jackknife pseudovalues, the same hypothesis. df2 n/a = infinite (normal "
+        "approximation).</p>"
+    )
+    return "".join(parts)
+
+
 def render_report(
     analysis: Analysis, scale: tuple[int, int], dpi: int, max_metric_panels: int
 ) -> tuple[str, dict[str, str]]:
@@ -191,16 +246,29 @@ def render_report(
         f"{s['n_ratings']} rating(s) (repeats included). medsynth {__version__}, "
         f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}.</p>"
     ]
+    if s.get("simulated_readers"):
+        parts.append(
+            "<div class=banner id=simulated-banner>Simulated readers: "
+            f"{html.escape(', '.join(s['simulated_readers']))} ({len(s['simulated_readers'])} of {s['n_readers']}) "
+            "are not people. Their ratings come from medsynth's reader simulator (ratings.csv column "
+            "<code>simulated</code>); every figure on this page describes the simulator, not expert judgement.</div>"
+        )
     parts.append(
         "<h2>Summary</h2><ul class=summary>"
         + "".join(f"<li>{html.escape(line)}</li>" for line in s["plain_language"])
         + "</ul>"
     )
 
+    parts.append(mrmc_section(s))
     parts.append("<h2>Telling synthetic from real</h2>")
     keys = ["accuracy", "accuracy_ci", "sensitivity", "specificity", "binom_p", "auc", "auc_ci", "n"]
     rows = [[reader, *(r[k] for k in keys)] for reader, r in s["per_reader"].items()]
     rows.append(["pooled", *(s["pooled"][k] for k in keys)])
+    clustered = {k: s["pooled"].get(f"{k}_ci_clustered") for k in ("accuracy", "auc")}
+    rows.append(
+        ["pooled, CI resampling readers and cases", None, clustered["accuracy"], None, None, None, None]
+        + [clustered["auc"], s["pooled"]["n"]]
+    )
     parts.append(
         _table(
             [
@@ -220,7 +288,9 @@ def render_report(
     parts.append(
         "<p class=muted>First showings only. Sensitivity: synthetic called synthetic; specificity: real called real; "
         "binomial p: exact two-sided test of the number correct against 50%. AUC from +confidence (called synthetic) / "
-        "-confidence (called real).</p>"
+        "-confidence (called real). The pooled row's Clopper-Pearson interval, binomial p and AUC bootstrap treat every "
+        "rating as independent and so ignore that readers and cases repeat: they are too narrow / too small. The row "
+        "below them resamples readers and cases (two-way bootstrap); the MRMC section above is the test to report.</p>"
     )
     if "roc" in figures:
         parts.append(
@@ -373,8 +443,8 @@ def render_report(
             _table(
                 [
                     "metric",
-                    "lower is better",
-                    "ranking (best first)",
+                    "better",
+                    "ranking (best first; = ties)",
                     "Spearman rho",
                     "Kendall tau",
                     "n models",
@@ -382,7 +452,7 @@ def render_report(
                 [
                     [
                         m,
-                        str(v["lower_is_better"]),
+                        str(v["better"]),
                         ", ".join(v["ranking"]),
                         v["spearman_rho"],
                         v["kendall_tau"],

@@ -5,6 +5,11 @@ ventricular enlargement, a random smooth non-linear displacement, a small rigid 
 jitter, a multiplicative bias field and Rician noise, resampled (trilinear, after an anti-alias
 Gaussian) onto a RAS grid of ``shape`` voxels covering ``fov_mm`` around the brain. Subject i
 depends only on (seed, i).
+
+Tissue labels (:data:`BRAIN_CLASSES`) come from nilearn's MNI152 GM and WM probability maps; CSF
+is the rest of the brain mask (ventricles, sulci). The three maps (plus background) are smoothed
+like the image, pulled through the very same coordinates as the image (pose, warp, ventricles)
+and the label is the most probable class, so labels follow the deformed anatomy.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from medsynth.errors import ConfigError
 INSTALL_HINT = "the brain demo needs nilearn's MNI152 template: pip install 'medsynth[demo]'"
 #: template voxels above this fraction of the maximum count as brain (for centring the grid)
 _BRAIN_THRESHOLD = 0.05
+#: label value -> tissue of the brain demo's label maps (uint8)
+BRAIN_CLASSES = ("background", "csf", "gray_matter", "white_matter")
 #: full width at half maximum of a Gaussian in units of its sigma
 _FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
@@ -58,6 +65,43 @@ def load_template() -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(image.get_fdata(dtype=np.float32)), np.asarray(image.affine, dtype=np.float64)
 
 
+def load_tissue_maps() -> np.ndarray:
+    """Probabilities (4, 197, 233, 189) float32 of :data:`BRAIN_CLASSES` on the template grid.
+
+    GM and WM are nilearn's MNI152 2009a maps; CSF = brain mask minus GM minus WM (clipped at 0);
+    background = outside the brain mask. Each voxel sums to 1 inside the mask.
+    """
+    try:
+        from nilearn.datasets import load_mni152_gm_template, load_mni152_wm_template
+    except ImportError:
+        raise ConfigError("dataset=brain", INSTALL_HINT) from None
+    template, _ = load_template()
+    grey = np.asarray(load_mni152_gm_template(resolution=1).get_fdata(dtype=np.float32))
+    white = np.asarray(load_mni152_wm_template(resolution=1).get_fdata(dtype=np.float32))
+    brain = ndimage.binary_fill_holes(template > _BRAIN_THRESHOLD * float(template.max())).astype(np.float32)
+    total = np.maximum(grey + white, 1.0)  # GM + WM may exceed 1 by rounding
+    grey, white = brain * grey / total, brain * white / total
+    csf = np.clip(brain - grey - white, 0.0, 1.0)
+    return np.stack([1.0 - brain, csf, grey, white]).astype(np.float32)
+
+
+@lru_cache(maxsize=2)
+def smoothed_tissue_maps(spacing_mm: tuple[float, float, float]) -> np.ndarray:
+    """:func:`load_tissue_maps` low-passed exactly like :func:`smoothed_template` (4, 197, 233, 189)."""
+    _, affine = load_template()
+    sigma = _anti_alias_sigma(affine, spacing_mm)
+    maps = load_tissue_maps()
+    return np.stack([ndimage.gaussian_filter(m, sigma=sigma, mode="nearest") for m in maps])
+
+
+def _anti_alias_sigma(affine: np.ndarray, spacing_mm: tuple[float, float, float]) -> np.ndarray:
+    """Gaussian sigma (template voxels, per axis) with the FWHM of the target voxel minus the template's."""
+    template_spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    target = np.asarray(spacing_mm, dtype=np.float64)
+    fwhm_vox = np.sqrt(np.clip(target**2 - template_spacing**2, 0.0, None)) / template_spacing
+    return fwhm_vox / _FWHM_PER_SIGMA
+
+
 @lru_cache(maxsize=4)
 def smoothed_template(spacing_mm: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Template low-passed for sampling at ``spacing_mm``: (array, affine, brain centre in mm (3,)).
@@ -66,10 +110,7 @@ def smoothed_template(spacing_mm: tuple[float, float, float]) -> tuple[np.ndarra
     trilinear resampling does not alias.
     """
     array, affine = load_template()
-    template_spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    target = np.asarray(spacing_mm, dtype=np.float64)
-    fwhm_vox = np.sqrt(np.clip(target**2 - template_spacing**2, 0.0, None)) / template_spacing
-    smoothed = ndimage.gaussian_filter(array, sigma=fwhm_vox / _FWHM_PER_SIGMA, mode="constant")
+    smoothed = ndimage.gaussian_filter(array, sigma=_anti_alias_sigma(affine, spacing_mm), mode="constant")
     inside = np.argwhere(array > _BRAIN_THRESHOLD * float(array.max()))
     centre_vox = (inside.min(axis=0) + inside.max(axis=0)) / 2.0
     centre_mm = affine[:3, :3] @ centre_vox + affine[:3, 3]
@@ -107,6 +148,25 @@ def _smooth_field(control: np.ndarray, shape: tuple[int, int, int]) -> np.ndarra
 def make_brain(
     shape: tuple[int, int, int], rng: np.random.Generator, cfg: DictConfig
 ) -> tuple[np.ndarray, np.ndarray, BrainParameters]:
+    """Draw and render one subject (image only; :func:`make_brain_pair` adds its tissue labels)."""
+    volume, _, affine, params = _render_brain(shape, rng, cfg, with_labels=False)
+    return volume, affine, params
+
+
+def make_brain_pair(
+    shape: tuple[int, int, int], rng: np.random.Generator, cfg: DictConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, BrainParameters]:
+    """:func:`make_brain` plus tissue labels: (volume, label (X, Y, Z) uint8 of :data:`BRAIN_CLASSES`, affine, parameters).
+
+    The volume is the same as :func:`make_brain`'s for the same ``rng`` state.
+    """
+    volume, label, affine, params = _render_brain(shape, rng, cfg, with_labels=True)
+    return volume, label, affine, params
+
+
+def _render_brain(
+    shape: tuple[int, int, int], rng: np.random.Generator, cfg: DictConfig, with_labels: bool
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, BrainParameters]:
     """Draw and render one subject.
 
     Args:
@@ -114,8 +174,11 @@ def make_brain(
         rng: the subject's generator (``np.random.default_rng([seed, i])``).
         cfg: the ``brain`` section of ``conf/data_demo.yaml``.
 
+        with_labels: also pull the tissue maps through the same coordinates (no extra random draws).
+
     Returns:
-        (volume (X, Y, Z) float32 in arbitrary MR units, affine (4, 4) voxel -> RAS mm, parameters).
+        (volume (X, Y, Z) float32 in arbitrary MR units, label (X, Y, Z) uint8 or None,
+        affine (4, 4) voxel -> RAS mm, parameters).
     """
     spacing = tuple(float(f) / s for f, s in zip(cfg.fov_mm, shape, strict=True))
     template, template_affine, centre = smoothed_template(spacing)
@@ -152,6 +215,14 @@ def make_brain(
     q = q - expansion * weight * offset
     voxel = np.linalg.solve(template_affine[:3, :3], q - template_affine[:3, 3:4])
     image = ndimage.map_coordinates(template, voxel, order=1, mode="constant", cval=0.0).reshape(shape)
+    label = None
+    if with_labels:
+        maps = smoothed_tissue_maps(spacing)
+        probabilities = [
+            ndimage.map_coordinates(m, voxel, order=1, mode="constant", cval=1.0 if k == 0 else 0.0)
+            for k, m in enumerate(maps)
+        ]
+        label = np.argmax(np.stack(probabilities), axis=0).astype(np.uint8).reshape(shape)
 
     bias = _smooth_field(bias_control, shape)
     bias /= max(float(np.abs(bias).max()), 1e-6)
@@ -173,4 +244,4 @@ def make_brain(
         bias_strength=bias_strength,
         noise_sigma=noise_sigma,
     )
-    return volume, affine, params
+    return volume, label, affine, params

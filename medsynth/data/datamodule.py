@@ -32,6 +32,8 @@ from medsynth.errors import ConfigError, InputFileError
 
 PREPROCESSING_FILE = "preprocessing.json"
 MANIFEST_FILE = "manifest.csv"
+#: manifest column naming each subject's label map (``medsynth data prepare``)
+LABEL_MAP_COLUMN = "label"
 
 
 class ResumableDistributedSampler(DistributedSampler):
@@ -100,6 +102,16 @@ def read_preprocessing(root: Path) -> dict[str, Any]:
     return info
 
 
+def _fingerprint_or_none(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The preprocessing fingerprint checkpoints carry (None for records that predate it)."""
+    from medsynth.io.fingerprint import fingerprint_of
+
+    try:
+        return fingerprint_of(record)
+    except (KeyError, TypeError, AttributeError):
+        return None
+
+
 def split_subjects(subject_ids: Sequence[str], val_fraction: float, seed: int) -> tuple[set[str], set[str]]:
     """(train, val) subject sets: subjects ordered by SHA-256 of "seed:subject", first ceil(f*n) to val.
 
@@ -128,6 +140,10 @@ class VolumeDataModule(pl.LightningDataModule):
         label_key: manifest column of a class label (categorical; sorted values -> 0..K-1).
         covariate_keys: manifest columns of continuous covariates.
         validate_files: check every file with ``validate_volume_file`` in ``setup``.
+        label_map_classes: K > 0 (or ``auto``: the classes in preprocessing.json's ``label_map``, 0 when
+            the folder has none) trains a paired image + label model: each subject's label map
+            (manifest column ``label``, written by ``data prepare``) joins the image as K one-hot
+            channels in {-1, +1}, so ``image`` is (B, 1 + K, D, H, W) (see medsynth.models.paired).
     """
 
     def __init__(
@@ -149,6 +165,7 @@ class VolumeDataModule(pl.LightningDataModule):
         label_key: str | None = None,
         covariate_keys: Sequence[str] = (),
         validate_files: bool = True,
+        label_map_classes: int | str = 0,
     ):
         super().__init__()
         if cache not in ("memory", "disk", "none"):
@@ -172,6 +189,12 @@ class VolumeDataModule(pl.LightningDataModule):
         self.label_key = label_key or None
         self.covariate_keys = [str(k) for k in covariate_keys]
         self.validate_files = bool(validate_files)
+        self._label_map_setting = label_map_classes
+        self.label_map_classes = 0 if str(label_map_classes) == "auto" else int(label_map_classes or 0)
+        if self.label_map_classes < 0 or self.label_map_classes == 1:
+            raise ConfigError(
+                "data.label_map_classes", f"expected 0 (no labels), K >= 2 or auto, got {label_map_classes}"
+            )
         self._described = False
         self.train_dataset: Any = None
         self.val_dataset: Any = None
@@ -187,6 +210,8 @@ class VolumeDataModule(pl.LightningDataModule):
             return
         self.preprocessing = read_preprocessing(self.root)
         self.shape = tuple(int(s) for s in self.preprocessing["shape"])
+        if str(self._label_map_setting) == "auto":  # the classes data prepare recorded (0: no label maps)
+            self.label_map_classes = int((self.preprocessing.get("label_map") or {}).get("num_classes") or 0)
         if self.expected_shape is not None and self.expected_shape != self.shape:
             raise ConfigError(
                 "data.shape",
@@ -233,6 +258,12 @@ class VolumeDataModule(pl.LightningDataModule):
                 )
             if key is not None and table[key].isna().any():
                 raise InputFileError(self.manifest_path, f"column '{key}' has empty values")
+        if self.label_map_classes and (LABEL_MAP_COLUMN not in table.columns or table[LABEL_MAP_COLUMN].isna().any()):
+            raise ConfigError(
+                "data.label_map_classes",
+                f"a paired model needs a label map per subject: column '{LABEL_MAP_COLUMN}' of "
+                f"{self.manifest_path} is missing or has empty values (prepare the labels with medsynth data prepare)",
+            )
         for key in self.covariate_keys:
             if not pd.api.types.is_numeric_dtype(table[key]):
                 raise ConfigError("data.covariate_keys", f"column '{key}' is not numeric")
@@ -255,6 +286,9 @@ class VolumeDataModule(pl.LightningDataModule):
             }
             if self.label_key:
                 record["class_label"] = self.class_names.index(str(row[self.label_key]))
+            if self.label_map_classes:
+                label = Path(str(row[LABEL_MAP_COLUMN]))
+                record["label_map"] = str(label if label.is_absolute() else base / label)
             if self.covariate_keys:
                 record["covariates"] = np.asarray(
                     [float(row[k]) for k in self.covariate_keys], dtype=np.float32
@@ -275,6 +309,8 @@ class VolumeDataModule(pl.LightningDataModule):
             "shape": list(self.shape),
             "spacing": [float(s) for s in spacing],
             "affine": np.asarray(affine).tolist(),
+            "fingerprint": _fingerprint_or_none(self.preprocessing),
+            "label_classes": self.label_map_classes,
         }
 
     def _intensity(self, table: pd.DataFrame) -> dict[str, Any] | None:
@@ -321,20 +357,34 @@ class VolumeDataModule(pl.LightningDataModule):
         for record in self.records:
             try:
                 validate_volume_file(record["image"])
+                if "label_map" in record:
+                    self._validate_label_map(record)
             except InputFileError as err:
                 errors.append(err)
         if errors:
             more = f" (and {len(errors) - 1} more bad files)" if len(errors) > 1 else ""
             raise InputFileError(errors[0].path, errors[0].reason + more)
 
+    def _validate_label_map(self, record: dict[str, Any]) -> None:
+        """The subject's label map lies on its image's grid with values in 0..K-1 (InputFileError otherwise)."""
+        from medsynth.data.label_maps import check_label_grid, check_label_values
+        from medsynth.data.validation import load_checked_volume
+
+        image, label = load_checked_volume(record["image"]), load_checked_volume(record["label_map"])
+        check_label_grid(image, label, tolerance_mm=0.01 * min(image.spacing))
+        check_label_values(label, self.label_map_classes, key="data.label_map_classes")
+
     def _transforms(self, augment: bool) -> Any:
         from monai import transforms as mt
 
+        keys = ["image", "label_map"] if self.label_map_classes else ["image"]
         steps: list[Any] = [
-            mt.LoadImaged(keys="image", image_only=True, ensure_channel_first=True),
-            mt.EnsureTyped(keys="image", dtype=torch.float32, track_meta=False),
+            mt.LoadImaged(keys=keys, image_only=True, ensure_channel_first=True),
+            mt.EnsureTyped(keys=keys, dtype=torch.float32, track_meta=False),
             _ShapeCheck(self.shape),
         ]
+        if self.label_map_classes:
+            steps.append(_JoinLabelChannels(self.label_map_classes))
         if augment and self.flip_prob > 0:
             steps += [mt.RandFlipd(keys="image", prob=self.flip_prob, spatial_axis=0)]  # left-right
         if augment and self.affine_prob > 0:
@@ -390,6 +440,33 @@ class VolumeDataModule(pl.LightningDataModule):
         return DataLoader(
             self.val_dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers
         )
+
+
+class _JoinLabelChannels:
+    """MONAI-style dict transform: append the label map to ``image`` as K one-hot channels in {-1, +1}.
+
+    (1, D, H, W) image + (1, D, H, W) label -> (1 + K, D, H, W); one line naming the label file when
+    it is on another grid or holds values outside 0..K-1.
+    """
+
+    def __init__(self, classes: int):
+        self.classes = int(classes)
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        from medsynth.models.paired import label_channels
+
+        image, label = data["image"], data.pop("label_map")
+        where = data.get("path", "volume")
+        if tuple(label.shape) != tuple(image.shape):
+            raise InputFileError(where, f"label map shape {tuple(label.shape[1:])} differs from the image's")
+        values = torch.unique(label)
+        if bool((values < 0).any() or (values >= self.classes).any() or (values != values.round()).any()):
+            raise InputFileError(
+                where,
+                f"label map values {values.tolist()[:6]} outside 0..{self.classes - 1} (data.label_map_classes={self.classes})",
+            )
+        data["image"] = torch.cat([image, label_channels(label[None], self.classes)[0]], dim=0)
+        return data
 
 
 class _ShapeCheck:

@@ -5,6 +5,9 @@ lesion, under a smooth multiplicative bias field and Gaussian noise. All sizes a
 millimetres in a head-centred RAS frame, so a phantom looks the same at any grid resolution.
 The drawn parameters come back with the volume; the demo manifest stores them so that metrics
 can later be checked against known anatomy.
+
+Every phantom also has a label map (:func:`phantom_label_map`, classes in :data:`PHANTOM_CLASSES`)
+drawn from the same ellipsoids as the image, so an image voxel and its label always agree.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import numpy as np
 
 #: physical field of view of the demo grid per axis (mm), head-sized
 FIELD_OF_VIEW_MM = (192.0, 192.0, 192.0)
+#: label value -> tissue of :func:`phantom_label_map` (uint8; later classes overwrite earlier ones)
+PHANTOM_CLASSES = ("background", "skull", "brain", "ventricles", "lesion")
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,59 @@ def grid_affine(
     return affine
 
 
+def _voxel_mm(shape: tuple[int, int, int], affine: np.ndarray) -> np.ndarray:
+    """World coordinates (3, X, Y, Z) in mm of every voxel centre of ``shape`` under ``affine``."""
+    idx = np.indices(shape, dtype=np.float32).reshape(3, -1)
+    return (affine[:3, :3] @ idx + affine[:3, 3:4]).reshape(3, *shape).astype(np.float32)
+
+
+def anatomy_masks(params: PhantomParameters, mm: np.ndarray) -> dict[str, np.ndarray]:
+    """Boolean masks (X, Y, Z) of each tissue at world points ``mm`` (3, X, Y, Z), as drawn.
+
+    Keys: ``head`` (skull and everything inside), ``brain``, ``ventricles``, ``lesion`` (inside the
+    brain; all False without a lesion). The image and the label map are both painted from these.
+    """
+    x, y, z = mm
+    head = np.array([params.head_radius_x, params.head_radius_y, params.head_radius_z], dtype=np.float32)
+    inner = head - params.skull_thickness
+
+    def ellipsoid(cx: float, cy: float, cz: float, rx: float, ry: float, rz: float) -> np.ndarray:
+        return ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 + ((z - cz) / rz) ** 2
+
+    brain = ellipsoid(0, 0, 0, *inner) <= 1.0
+    # lateral ventricles: bodies 7.5 * s mm in half-width (10-21 mm wide, as in adult brains, so
+    # they stay visible at the demo's 6 mm voxels), 22 * s mm long, either side of the midline
+    s = params.ventricle_scale
+    ventricles = np.zeros(mm.shape[1:], dtype=bool)
+    for side in (-1.0, 1.0):
+        cx = params.ventricle_offset_x + side * 10.0 * s
+        ventricles |= ellipsoid(cx, 4.0, 8.0, 7.5 * s, 22.0 * s, 10.0 * s) <= 1.0
+    lesion = np.zeros_like(brain)
+    if params.has_lesion:
+        lesion = ellipsoid(params.lesion_x, params.lesion_y, params.lesion_z, *(params.lesion_radius,) * 3) <= 1.0
+    return {
+        "head": ellipsoid(0, 0, 0, *head) <= 1.0,
+        "brain": brain,
+        "ventricles": ventricles & brain,
+        "lesion": lesion & brain,
+    }
+
+
+def phantom_label_map(
+    params: PhantomParameters, shape: tuple[int, int, int], affine: np.ndarray | None = None
+) -> np.ndarray:
+    """Label map (X, Y, Z) uint8 of a phantom: indices into :data:`PHANTOM_CLASSES`.
+
+    Uses no random numbers, so adding labels leaves every image of a seed unchanged.
+    """
+    affine = grid_affine(shape) if affine is None else affine
+    masks = anatomy_masks(params, _voxel_mm(shape, affine))
+    label = np.zeros(shape, dtype=np.uint8)
+    for value, name in enumerate(PHANTOM_CLASSES[1:], start=1):
+        label[masks["head" if name == "skull" else name]] = value
+    return label
+
+
 def render_phantom(
     params: PhantomParameters,
     shape: tuple[int, int, int],
@@ -128,31 +186,15 @@ def render_phantom(
         float32 array of ``shape``, background ~0, skull ~1, brain ~0.6, CSF ~0.2.
     """
     affine = grid_affine(shape) if affine is None else affine
-    idx = np.indices(shape, dtype=np.float32).reshape(3, -1)
-    mm = (affine[:3, :3] @ idx + affine[:3, 3:4]).reshape(3, *shape).astype(np.float32)
+    mm = _voxel_mm(shape, affine)
     x, y, z = mm
     head = np.array([params.head_radius_x, params.head_radius_y, params.head_radius_z], dtype=np.float32)
-    inner = head - params.skull_thickness
-
-    def ellipsoid(cx: float, cy: float, cz: float, rx: float, ry: float, rz: float) -> np.ndarray:
-        return ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 + ((z - cz) / rz) ** 2
-
+    masks = anatomy_masks(params, mm)
     vol = np.zeros(shape, dtype=np.float32)
-    vol[ellipsoid(0, 0, 0, *head) <= 1.0] = params.intensity_skull
-    brain = ellipsoid(0, 0, 0, *inner) <= 1.0
-    vol[brain] = params.intensity_brain
-    # lateral ventricles: bodies 7.5 * s mm in half-width (10-21 mm wide, as in adult brains, so
-    # they stay visible at the demo's 6 mm voxels), 22 * s mm long, either side of the midline
-    s = params.ventricle_scale
-    for side in (-1.0, 1.0):
-        cx = params.ventricle_offset_x + side * 10.0 * s
-        ventricle = ellipsoid(cx, 4.0, 8.0, 7.5 * s, 22.0 * s, 10.0 * s) <= 1.0
-        vol[ventricle & brain] = params.intensity_csf
-    if params.has_lesion:
-        lesion = (
-            ellipsoid(params.lesion_x, params.lesion_y, params.lesion_z, *(params.lesion_radius,) * 3) <= 1.0
-        )
-        vol[lesion & brain] = params.intensity_lesion
+    vol[masks["head"]] = params.intensity_skull
+    vol[masks["brain"]] = params.intensity_brain
+    vol[masks["ventricles"]] = params.intensity_csf
+    vol[masks["lesion"]] = params.intensity_lesion
 
     # smooth multiplicative bias field: a random linear + quadratic polynomial in normalised mm
     coeffs = rng.normal(size=6).astype(np.float32)
@@ -181,3 +223,17 @@ def make_phantom(
     params = draw_parameters(rng, ranges)
     affine = grid_affine(shape, fov_mm)
     return render_phantom(params, shape, rng, affine), affine, params
+
+
+def make_phantom_pair(
+    shape: tuple[int, int, int],
+    rng: np.random.Generator,
+    ranges: PhantomRanges | None = None,
+    fov_mm: tuple[float, float, float] = FIELD_OF_VIEW_MM,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, PhantomParameters]:
+    """:func:`make_phantom` plus its label map: (volume float32, label uint8 (X, Y, Z), affine, parameters).
+
+    The volume is the same as :func:`make_phantom`'s for the same ``rng`` state.
+    """
+    volume, affine, params = make_phantom(shape, rng, ranges, fov_mm)
+    return volume, phantom_label_map(params, shape, affine), affine, params

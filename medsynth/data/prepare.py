@@ -8,6 +8,11 @@
    name and renamed, with a small record in ``out_dir/.medsynth-prepare/`` so a rerun skips the
    files already done with the same settings and the same source;
 4. write ``manifest.csv`` and ``preprocessing.json`` (contracts in conf/data_prepare.yaml).
+
+Label maps (a manifest ``label`` column naming files, or Decathlon ``label`` keys) are checked in
+step 2 (same grid as the image, integer values within ``label_map.num_classes``) and written in
+step 3 as ``labels/<subject_id>.nii.gz`` (uint8, nearest-neighbour, the image's affine); the
+manifest's ``label`` column then names them relative to ``out_dir``.
 """
 
 from __future__ import annotations
@@ -26,13 +31,15 @@ from omegaconf import DictConfig
 
 from medsynth import __version__
 from medsynth.config import require
-from medsynth.data.discovery import SourceItem, discover
-from medsynth.data.preprocessing import PreprocessSettings, intensity_window, preprocess_volume, select_volume
+from medsynth.data.discovery import SourceItem, discover, discovery_options
+from medsynth.data.label_maps import LABEL_DIR, LabelMapSettings, check_label_map
+from medsynth.data.preprocessing import PreprocessSettings, intensity_window, preprocess_pair, select_volume
 from medsynth.data.progress import progress_bar
-from medsynth.data.validation import load_checked_volume
-from medsynth.data.writing import write_nifti
+from medsynth.data.validation import load_checked_item, load_checked_volume
+from medsynth.data.writing import write_label_nifti, write_nifti
 from medsynth.errors import ConfigError, InputFileError, MedsynthError
 from medsynth.io.atomic import atomic_write_text, remove_stale_temporaries
+from medsynth.io.fingerprint import fingerprint_of
 
 RECORD_DIR = ".medsynth-prepare"
 PREPROCESSING_VERSION = 1
@@ -43,9 +50,11 @@ class BadInputsError(MedsynthError):
     """Some inputs are unusable and ``on_error=stop``: the per-file lines were already printed."""
 
 
-def settings_hash(settings: PreprocessSettings) -> str:
-    """Short hash of everything that changes an output volume."""
+def settings_hash(settings: PreprocessSettings, labels: LabelMapSettings | None = None) -> str:
+    """Short hash of everything that changes an output volume (and its label map)."""
     text = json.dumps(settings.as_dict(), sort_keys=True) + __version__
+    if labels is not None:
+        text += json.dumps(labels.as_dict(), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -76,32 +85,49 @@ def finished_row(item: SourceItem, out_dir: Path, digest: str) -> dict | None:
         item.source
     ):
         return None
+    if item.label is not None and (
+        record.get("label_signature") != source_signature(item.label)
+        or not (out_dir / LABEL_DIR / f"{item.subject_id}.nii.gz").is_file()
+    ):
+        return None
     return record.get("row")
 
 
-def check_item(item: SourceItem, settings: PreprocessSettings) -> str | None:
+def check_item(
+    item: SourceItem, settings: PreprocessSettings, labels: LabelMapSettings | None = None
+) -> str | None:
     """Why ``item`` cannot be prepared (``"<path>: <reason>"``), or None if it can."""
     if item.problem:
         return str(InputFileError(item.source, item.problem))
     try:
-        volume = load_checked_volume(item.source, allow_4d=True)
+        volume = load_checked_item(item)
         array, _ = select_volume(volume, settings.volume_index)
         low, high = intensity_window(array, settings)
         if not high > low:
             raise InputFileError(
                 item.source, f"constant image (all voxels {low:g}), no intensity range to normalise"
             )
+        if item.label is not None:
+            check_label_map(volume, load_checked_volume(item.label), labels or LabelMapSettings())
     except InputFileError as err:
         return str(err)
     return None
 
 
 def process_item(
-    item: SourceItem, settings: PreprocessSettings, out_dir: Path, digest: str
+    item: SourceItem,
+    settings: PreprocessSettings,
+    out_dir: Path,
+    digest: str,
+    labels: LabelMapSettings | None = None,
 ) -> tuple[dict, list[str]]:
-    """Preprocess one volume, write it and its record atomically; return (manifest row, warnings)."""
-    volume = load_checked_volume(item.source, allow_4d=True)
-    array, affine, low, high, warnings = preprocess_volume(volume, settings)
+    """Preprocess one volume (and its label map), write them and the record atomically; return (row, warnings)."""
+    volume = load_checked_item(item)
+    label = None
+    if item.label is not None:
+        label = check_label_map(volume, load_checked_volume(item.label), labels or LabelMapSettings())
+    array, label_out, affine, low, high, warnings = preprocess_pair(volume, label, settings)
+    warnings = [*volume.warnings, *warnings]
     file_name = f"{item.subject_id}.nii.gz"
     write_nifti(out_dir / file_name, array, affine)
     row = {
@@ -113,6 +139,11 @@ def process_item(
         **item.columns,
     }
     record = {"settings_hash": digest, "source_signature": source_signature(item.source), "row": row}
+    if label_out is not None:
+        label_file = f"{LABEL_DIR}/{item.subject_id}.nii.gz"
+        write_label_nifti(out_dir / label_file, label_out, affine)
+        row[(labels or LabelMapSettings()).column] = label_file
+        record["label_signature"] = source_signature(item.label)
     atomic_write_text(_record_path(out_dir, item.subject_id), json.dumps(record, default=str))
     return row, warnings
 
@@ -170,9 +201,13 @@ def _call(fn: Callable, job: tuple):
         return err
 
 
-def preprocessing_record(settings: PreprocessSettings, input_path: Path) -> dict:
-    """Content of preprocessing.json (the prepared-dataset contract)."""
-    return {
+def preprocessing_record(
+    settings: PreprocessSettings, input_path: Path, labels: LabelMapSettings | None = None
+) -> dict:
+    """Content of preprocessing.json (the prepared-dataset contract), with its ``fingerprint``
+    block (:mod:`medsynth.io.fingerprint`) that checkpoints and ``sample`` outputs carry on, and a
+    ``label_map`` block when label maps were prepared (not part of the fingerprint)."""
+    record = {
         "version": PREPROCESSING_VERSION,
         "shape": list(settings.shape),
         "spacing": list(settings.spacing),
@@ -188,6 +223,45 @@ def preprocessing_record(settings: PreprocessSettings, input_path: Path) -> dict
         "input": str(input_path),
         "medsynth_version": __version__,
     }
+    record["fingerprint"] = fingerprint_of(record)
+    if labels is not None:
+        record["label_map"] = {
+            "column": labels.column,
+            "dir": LABEL_DIR,
+            "interpolation": "nearest",
+            "dtype": "uint8",
+            "num_classes": labels.num_classes,
+        }
+    return record
+
+
+def overrides_from_fingerprint(fingerprint: dict) -> list[str]:
+    """``data prepare`` overrides that reproduce a fingerprint (``prepare_inputs=true`` of evaluate)."""
+    intensity, crop = fingerprint["intensity"], fingerprint["crop_foreground"]
+    mode = str(intensity["mode"])
+    keys = {"mr": ("lower_percentile", "upper_percentile"), "ct": ("window_low", "window_high")}
+    return [
+        f"shape=[{','.join(str(int(s)) for s in fingerprint['shape'])}]",
+        f"spacing=[{','.join(repr(float(s)) for s in fingerprint['spacing'])}]",
+        f"intensity.mode={mode}",
+        *(f"intensity.{mode}.{key}={float(intensity[key])!r}" for key in keys.get(mode, ("low", "high"))),
+        f"crop_foreground.enabled={str(bool(crop['enabled'])).lower()}",
+        f"crop_foreground.threshold={float(crop['threshold'])!r}",
+        f"crop_foreground.margin_mm={float(crop['margin_mm'])!r}",
+    ]
+
+
+def observed_classes(out_dir: Path, rows: list[dict], column: str) -> int:
+    """1 + the largest label value over the prepared label maps named in ``rows``."""
+    import nibabel as nib
+    import numpy as np
+
+    largest = 0
+    for row in rows:
+        name = row.get(column)
+        if isinstance(name, str) and name:
+            largest = max(largest, int(np.max(np.asarray(nib.load(str(out_dir / name)).dataobj))))
+    return largest + 1
 
 
 def _say(line: str) -> None:
@@ -209,12 +283,18 @@ def prepare_dataset(cfg: DictConfig) -> dict:
     if input_path.exists() and input_path.resolve() == out_dir.resolve():
         raise ConfigError("out_dir", "must differ from input (prepared files would overwrite the sources)")
     settings = PreprocessSettings.from_config(cfg)
-    digest = settings_hash(settings)
+    labels = LabelMapSettings.from_config(cfg)
+    digest = settings_hash(settings, labels)
     workers = max(1, int(cfg.num_workers))
     show = bool(cfg.progress)
 
     items = discover(
-        input_path, list(cfg.manifest.path_columns), str(cfg.decathlon_section), exclude=[out_dir]
+        input_path,
+        list(cfg.manifest.path_columns),
+        str(cfg.decathlon_section),
+        exclude=[out_dir],
+        label_column=labels.column,
+        **discovery_options(cfg),
     )
     done = (
         {item.subject_id: finished_row(item, out_dir, digest) for item in items} if out_dir.is_dir() else {}
@@ -222,7 +302,9 @@ def prepare_dataset(cfg: DictConfig) -> dict:
     pending = [item for item in items if done.get(item.subject_id) is None]
 
     with worker_pool(workers, len(pending)) as pool:
-        problems = run_parallel(check_item, [(item, settings) for item in pending], pool, "checking", show)
+        problems = run_parallel(
+            check_item, [(item, settings, labels) for item in pending], pool, "checking", show
+        )
         bad = [(item, str(problem)) for item, problem in zip(pending, problems, strict=True) if problem]
         if bad and on_error == "stop":
             for _, line in bad:
@@ -233,9 +315,12 @@ def prepare_dataset(cfg: DictConfig) -> dict:
         out_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(out_dir)
         remove_stale_temporaries(out_dir / RECORD_DIR)
+        if any(item.label is not None for item in items):
+            (out_dir / LABEL_DIR).mkdir(exist_ok=True)
+            remove_stale_temporaries(out_dir / LABEL_DIR)
         bad_ids = {item.subject_id for item, _ in bad}
         todo = [item for item in pending if item.subject_id not in bad_ids]
-        jobs = [(item, settings, out_dir, digest) for item in todo]
+        jobs = [(item, settings, out_dir, digest, labels) for item in todo]
         outcomes = run_parallel(process_item, jobs, pool, "preparing", show)
     rows_by_id = {sid: row for sid, row in done.items() if row is not None}
     prepared = 0
@@ -263,7 +348,10 @@ def prepare_dataset(cfg: DictConfig) -> dict:
     if not rows:
         raise InputFileError(input_path, "no usable volume (see skipped.csv)")
     atomic_write_text(out_dir / "manifest.csv", pd.DataFrame(rows).to_csv(index=False))
-    record = preprocessing_record(settings, input_path)
+    has_labels = any(item.label is not None for item in items)
+    record = preprocessing_record(settings, input_path, labels if has_labels else None)
+    if has_labels and labels.num_classes is None:  # record the classes seen, for label_map_classes=auto
+        record["label_map"]["num_classes"] = observed_classes(out_dir, rows, labels.column)
     atomic_write_text(out_dir / "preprocessing.json", json.dumps(record, indent=2) + "\n")
     return {
         "prepared": prepared,

@@ -7,6 +7,10 @@ fraction of the window, plus a margin) -> ``ResizeWithPadOrCrop`` (symmetric, pa
 MONAI's MetaTensor carries the affine through every step, so the output affine is the true
 voxel -> RAS mm map of the output grid. The linear window (low, high) is returned so a volume in
 [-1, 1] can be mapped back: source = low + (x + 1) / 2 * (high - low).
+
+A label map on the image's grid (:func:`preprocess_pair`) takes the same steps: the same
+orientation, ``Spacing`` with nearest-neighbour interpolation onto the same output grid, the crop
+box computed on the image, the same pad/crop (with 0 = background); no intensity step.
 """
 
 from __future__ import annotations
@@ -151,6 +155,25 @@ def preprocess_volume(
     Raises:
         InputFileError: constant image (no intensity window) or a bad ``volume_index``.
     """
+    array, _, affine, low, high, warnings = preprocess_pair(volume, None, settings)
+    return array, affine, low, high, warnings
+
+
+def preprocess_pair(
+    volume: Volume, label: np.ndarray | None, settings: PreprocessSettings
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, float, float, list[str]]:
+    """:func:`preprocess_volume` with an optional label map carried through the same spatial steps.
+
+    Args:
+        volume: the image, as for :func:`preprocess_volume`.
+        label: integer label map (X, Y, Z) on ``volume``'s grid (checked by
+            :func:`medsynth.data.label_maps.check_label_map`), or None.
+        settings: target geometry and intensity mapping.
+
+    Returns:
+        (image, label ``settings.shape`` uint8 or None, affine (4, 4), low, high, warnings); the label
+        shares the image's output grid and affine.
+    """
     import torch
     from monai.data import MetaTensor
     from monai.transforms import (
@@ -171,13 +194,20 @@ def preprocess_volume(
             volume.path, f"constant image (all voxels {low:g}), no intensity range to normalise"
         )
 
-    image = MetaTensor(
-        torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None],
-        affine=torch.as_tensor(volume.affine, dtype=torch.float64),
-    )
-    image = Orientation(axcodes="RAS", labels=None)(image)
+    def meta(values: np.ndarray) -> MetaTensor:
+        return MetaTensor(
+            torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))[None],
+            affine=torch.as_tensor(volume.affine, dtype=torch.float64),
+        )
+
+    image = meta(array)
+    seg = None if label is None else meta(label)
+    orient = Orientation(axcodes="RAS", labels=None)
+    image = orient(image)
     image = ScaleIntensityRange(a_min=low, a_max=high, b_min=-1.0, b_max=1.0, clip=True)(image)
     image = Spacing(pixdim=settings.spacing, mode=settings.interpolation, padding_mode="border")(image)
+    if seg is not None:
+        seg = Spacing(pixdim=settings.spacing, mode="nearest", padding_mode="border")(orient(seg))
     if settings.crop_foreground:
         threshold = -1.0 + 2.0 * settings.foreground_threshold
         margin = [int(np.ceil(settings.margin_mm / s)) for s in settings.spacing]
@@ -185,7 +215,10 @@ def preprocess_volume(
             crop = CropForeground(
                 select_fn=partial(_above, threshold=threshold), margin=margin, allow_smaller=True
             )
-            image = crop(image)
+            box_start, box_end = crop.compute_bounding_box(image)
+            image = crop.crop_pad(image, box_start, box_end)
+            if seg is not None:
+                seg = crop.crop_pad(seg, box_start, box_end)
         else:
             warnings.append(f"{volume.path}: no voxel above the foreground threshold, not cropped")
     image = ResizeWithPadOrCrop(spatial_size=settings.shape, method="symmetric", mode="constant", value=-1.0)(
@@ -193,4 +226,10 @@ def preprocess_volume(
     )
     out = image.as_tensor()[0].to(torch.float32).numpy()
     affine = image.affine.detach().cpu().numpy().astype(np.float64)
-    return np.clip(out, -1.0, 1.0), affine, low, high, warnings
+    label_out = None
+    if seg is not None:
+        seg = ResizeWithPadOrCrop(spatial_size=settings.shape, method="symmetric", mode="constant", value=0)(seg)
+        if not np.allclose(seg.affine.detach().cpu().numpy(), affine, atol=1e-4):
+            raise AssertionError(f"{volume.path}: label map left the image grid during preprocessing")
+        label_out = np.rint(seg.as_tensor()[0].numpy()).astype(np.uint8)
+    return np.clip(out, -1.0, 1.0), label_out, affine, low, high, warnings

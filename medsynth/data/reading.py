@@ -1,15 +1,19 @@
 """Read a 3D (or 4D) medical volume from disk into a voxel array plus a RAS affine.
 
 NIfTI-1/NIfTI-2 (``.nii``, ``.nii.gz``) go through nibabel. MetaImage (``.mha``/``.mhd``), NRRD
-(``.nrrd``/``.nhdr``) and DICOM series folders go through SimpleITK and are converted to the NIfTI
+(``.nrrd``/``.nhdr``) and DICOM series (files checked and sorted by
+:mod:`medsynth.data.dicom_series`) go through SimpleITK and are converted to the NIfTI
 convention: array axes (X, Y, Z[, T]) = (i, j, k) index axes, affine maps voxel index to RAS mm.
+What ITK would print to stderr is collected (:class:`ITKMessages`) and kept on the volume.
 The ITK -> RAS conversion is written here because MONAI's ITK reader needs the separate ``itk``
 package, and SimpleITK's own physical-space metadata makes it a 4-line matrix product.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +37,13 @@ class Volume:
         array: float32 voxels, shape (X, Y, Z) or (X, Y, Z, T); axes are the affine's index axes.
         affine: (4, 4) voxel index -> RAS world coordinates in mm.
         path: where it was read from (a file or a DICOM series folder).
+        warnings: what the reader reported without failing (e.g. ITK warnings), one line each.
     """
 
     array: np.ndarray
     affine: np.ndarray
     path: Path
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -99,44 +105,92 @@ def sitk_to_array_affine(image) -> tuple[np.ndarray, np.ndarray]:
     return array.astype(np.float32, copy=False), _LPS_TO_RAS @ lps
 
 
-def read_itk_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(array, RAS affine) of a MetaImage / NRRD file via SimpleITK."""
+class ITKMessages:
+    """Collect what ITK/SimpleITK would print to stderr (warnings such as "Non uniform sampling").
+
+    Used as ``with ITKMessages() as messages: ...``; afterwards ``messages.warnings`` holds one line
+    per ITK warning or error text, without ITK's source-file prefix. SimpleITK's
+    ``LoggerBase.SetAsGlobalITKLogger`` routes the text here instead of stderr.
+    """
+
+    def __init__(self):
+        self.warnings: list[str] = []
+        self._previous = None
+
+    def __enter__(self) -> ITKMessages:
+        import SimpleITK as sitk
+
+        collector = self
+
+        class _Logger(sitk.LoggerBase):
+            def DisplayText(self, text):
+                collector._add(text)
+
+            DisplayWarningText = DisplayErrorText = DisplayGenericOutputText = DisplayText
+
+            def DisplayDebugText(self, text):
+                pass
+
+        self._logger = _Logger()
+        self._previous = self._logger.SetAsGlobalITKLogger()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            self._previous.SetAsGlobalITKLogger()
+        self._previous = None
+
+    def _add(self, text: str) -> None:
+        lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+        lines = [line for line in lines if not line.startswith(("WARNING: In ", "ERROR: In "))]
+        # "ImageSeriesReader (0x55ec...): Non uniform sampling ..." -> "ImageSeriesReader: Non uniform ..."
+        message = " ".join(re.sub(r" \(0x[0-9a-fA-F]+\)", "", line) for line in lines)
+        if message:
+            self.warnings.append(message)
+
+
+def read_itk_file(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(array, RAS affine, ITK warnings) of a MetaImage / NRRD file via SimpleITK."""
     import SimpleITK as sitk
 
-    return sitk_to_array_affine(sitk.ReadImage(str(path)))
+    with ITKMessages() as messages:
+        image = sitk.ReadImage(str(path))
+    return (*sitk_to_array_affine(image), messages.warnings)
 
 
-def dicom_series_files(folder: Path) -> list[str]:
-    """File names of the first DICOM series in ``folder`` (sorted by GDCM along the slice normal)."""
+def read_dicom_files(files: Sequence[Path]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(array, RAS affine, ITK warnings) of DICOM slices given in order along the slice normal.
+
+    The order and the regular spacing are checked beforehand by
+    :func:`medsynth.data.dicom_series.check_series`; SimpleITK/GDCM decodes the pixels (compressed
+    transfer syntaxes included) and applies the rescale slope/intercept (e.g. to HU).
+    """
     import SimpleITK as sitk
 
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    if not series:
-        return []
-    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
-
-
-def read_dicom_series(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(array, RAS affine) of the first DICOM series in ``folder`` via SimpleITK/GDCM (rescaled, e.g. HU)."""
-    import SimpleITK as sitk
-
-    files = dicom_series_files(folder)
-    if not files:
-        raise ValueError("no DICOM series found in folder")
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
-    return sitk_to_array_affine(reader.Execute())
+    reader.SetFileNames([str(f) for f in files])
+    with ITKMessages() as messages:
+        image = reader.Execute()
+    return (*sitk_to_array_affine(image), messages.warnings)
 
 
-def read_volume(path: str | Path) -> Volume:
-    """Read any supported volume without checks (see :func:`medsynth.data.validation.load_checked_volume`)."""
+def read_volume(path: str | Path, dicom_files: Sequence[Path] | None = None) -> Volume:
+    """Read any supported volume without checks (see :func:`medsynth.data.validation.load_checked_volume`).
+
+    Args:
+        path: a volume file, or a DICOM series folder.
+        dicom_files: for a folder, the series' files sorted along the slice normal (required).
+    """
     path = Path(path)
+    warnings: list[str] = []
     if path.is_dir():
-        array, affine = read_dicom_series(path)
+        if not dicom_files:
+            raise ValueError("a DICOM folder is read from its checked series files (load_checked_volume)")
+        array, affine, warnings = read_dicom_files(dicom_files)
     elif volume_suffix(path) in NIFTI_SUFFIXES:
         array, affine = read_nifti(path)
     elif volume_suffix(path) in ITK_SUFFIXES:
-        array, affine = read_itk_file(path)
+        array, affine, warnings = read_itk_file(path)
     else:
         raise ValueError(f"unsupported file type '{volume_suffix(path) or path.name}'")
-    return Volume(array=array, affine=affine, path=path)
+    return Volume(array=array, affine=affine, path=path, warnings=warnings)

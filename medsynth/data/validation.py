@@ -2,26 +2,22 @@
 
 :func:`validate_volume_file` is the contract used by ``medsynth data prepare`` and by the training
 DataModule: it raises :class:`~medsynth.errors.InputFileError` (path + reason) for a missing, empty,
-unreadable, truncated/corrupt-gzip, non-image, NaN/Inf, 2D or wrong-dimensional file.
+unreadable, truncated/corrupt-gzip, non-image, NaN/Inf, 2D or wrong-dimensional file, and for a
+DICOM folder everything :func:`medsynth.data.dicom_series.check_series` refuses.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+import warnings
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from medsynth.data.reading import (
-    ITK_SUFFIXES,
-    NIFTI_SUFFIXES,
-    Volume,
-    dicom_series_files,
-    read_volume,
-    volume_suffix,
-)
+from medsynth.data.dicom_series import DEFAULT_SPACING_TOLERANCE, SeriesError, check_series, find_series
+from medsynth.data.reading import ITK_SUFFIXES, NIFTI_SUFFIXES, Volume, read_volume, volume_suffix
 from medsynth.errors import InputFileError
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -103,8 +99,19 @@ def check_volume_content(volume: Volume, allow_4d: bool = False) -> None:
         raise InputFileError(path, f"contains {bad} NaN/Inf voxel(s)")
 
 
-def load_checked_volume(path: str | Path, allow_4d: bool = False) -> Volume:
+def load_checked_volume(
+    path: str | Path,
+    allow_4d: bool = False,
+    series_uid: str | None = None,
+    spacing_tolerance: float = DEFAULT_SPACING_TOLERANCE,
+) -> Volume:
     """Read a volume file or DICOM series folder, with every check of :func:`validate_volume_file`.
+
+    Args:
+        path: a volume file or a folder of DICOM files.
+        allow_4d: accept (X, Y, Z, T).
+        series_uid: for a folder, the SeriesInstanceUID to read (None: the folder's only series).
+        spacing_tolerance: DICOM: largest relative deviation of a slice step from the median step.
 
     Returns:
         the :class:`~medsynth.data.reading.Volume` (array (X, Y, Z) or (X, Y, Z, T) float32, RAS affine).
@@ -113,21 +120,26 @@ def load_checked_volume(path: str | Path, allow_4d: bool = False) -> Volume:
         InputFileError: with the path and one-line reason.
     """
     path = Path(path)
+    dicom_files = None
+    header_warnings: list[str] = []
     if _is_dir(path):
         if not os.access(path, os.R_OK | os.X_OK):
             raise InputFileError(path, "cannot read folder (permission denied)")
         try:
-            has_series = bool(dicom_series_files(path))
-        except RuntimeError as err:
-            raise InputFileError(path, f"cannot read DICOM folder ({_one_line(err)})") from None
-        if not has_series:
-            raise InputFileError(path, "folder holds no DICOM series")
+            with warnings.catch_warnings(record=True) as caught:  # pydicom's warnings become ours
+                warnings.simplefilter("always")
+                dicom_files = check_series(find_series(path, series_uid), spacing_tolerance)
+        except SeriesError as err:
+            raise InputFileError(path, str(err)) from None
+        header_warnings = list(
+            dict.fromkeys(f"pydicom: {_one_line(w.message).split(' Please see')[0]}" for w in caught)
+        )
     else:
         check_readable_file(path)
     from nibabel.filebasedimages import ImageFileError
 
     try:
-        volume = read_volume(path)
+        volume = read_volume(path, dicom_files=dicom_files)
     except InputFileError:
         raise
     except MemoryError:
@@ -137,7 +149,15 @@ def load_checked_volume(path: str | Path, allow_4d: bool = False) -> Volume:
     except Exception as err:  # nibabel/SimpleITK raise many types for unparsable files
         raise InputFileError(path, f"not a readable image ({_one_line(err)})") from None
     check_volume_content(volume, allow_4d=allow_4d)
+    volume.warnings = [f"{path}: {warning}" for warning in [*header_warnings, *volume.warnings]]
     return volume
+
+
+def load_checked_item(item, allow_4d: bool = True) -> Volume:
+    """:func:`load_checked_volume` of a discovered :class:`~medsynth.data.discovery.SourceItem`."""
+    return load_checked_volume(
+        item.source, allow_4d=allow_4d, series_uid=item.series_uid, spacing_tolerance=item.spacing_tolerance
+    )
 
 
 def validate_volume_file(path: str | Path, allow_4d: bool = False) -> None:

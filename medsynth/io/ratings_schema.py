@@ -12,3 +12,23 @@ RATINGS_REQUIRED_COLUMNS = (
 )
 #: optional numeric answer columns
 RATINGS_OPTIONAL_NUMERIC_COLUMNS = ("slice_consistency", "anatomy", "seconds")
+
+#: first characters that make a spreadsheet read a cell as a formula (OWASP "CSV injection")
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+#: the prefix that neutralises them; a text cell already starting with it is prefixed too, so
+#: :func:`restore_text_cell` gives back exactly what :func:`neutralise_text_cell` was given
+NEUTRALISING_PREFIX = "'"
+
+
+def neutralise_text_cell(value: object) -> object:
+    """``'``-prefix a text cell that starts with ``= + - @``, tab, CR or ``'``; anything else as is."""
+    if isinstance(value, str) and value.startswith((*FORMULA_TRIGGERS, NEUTRALISING_PREFIX)):
+        return NEUTRALISING_PREFIX + value
+    return value
+
+
+def restore_text_cell(value: object) -> object:
+    """Inverse of :func:`neutralise_text_cell` for a text cell read back from a ratings.csv."""
+    if isinstance(value, str) and value.startswith(NEUTRALISING_PREFIX):
+        return value[len(NEUTRALISING_PREFIX) :]
+    return value

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medsynth.data.label_maps import paired_label_files
 from medsynth.data.reading import is_volume_file, strip_volume_suffix
 from medsynth.data.validation import load_checked_volume
 from medsynth.errors import ConfigError, InputFileError
@@ -28,8 +29,11 @@ def list_volume_files(folder: str | Path, key: str, minimum: int = 3) -> list[Pa
         raise ConfigError(key, f"folder {path} does not exist")
     if not path.is_dir():
         raise ConfigError(key, f"{path} is not a folder")
+    labels = paired_label_files(path)  # a paired sample's label maps are not scans
     files = sorted(
-        p for p in path.iterdir() if p.is_file() and not p.name.startswith(".") and is_volume_file(p)
+        p
+        for p in path.iterdir()
+        if p.is_file() and not p.name.startswith(".") and is_volume_file(p) and p.name not in labels
     )
     if len(files) < minimum:
         found = "no volume files" if not files else f"only {len(files)} volume file(s)"
@@ -55,13 +59,11 @@ def load_volumes(files: Sequence[Path]) -> list[np.ndarray]:
     return [load_volume(f) for f in files]
 
 
-def robust_unit_range(volume: np.ndarray, percentiles: Sequence[float]) -> np.ndarray:
-    """Map a volume to [0, 1] by its own (low, high) intensity percentiles, clipped.
+def model_to_unit(volume: np.ndarray, low: float = -1.0, high: float = 1.0) -> np.ndarray:
+    """Map the model space's fixed intensity range [low, high] linearly to [0, 1], clipped.
 
-    Real scans (raw units) and synthetic scans ([-1, 1]) become comparable this way; image-space
-    metrics (MS-SSIM, histograms, correlation) all use it. A constant volume maps to zeros.
+    Every set shares one preprocessing fingerprint (checked before this runs), so one fixed map
+    keeps intensity differences between volumes visible to the image-space metrics (a per-volume
+    percentile rescale would hide a synthetic volume's wrong contrast).
     """
-    low, high = np.percentile(volume, [float(percentiles[0]), float(percentiles[1])])
-    if not np.isfinite(high - low) or high - low <= 0:
-        return np.zeros_like(volume, dtype=np.float32)
-    return np.clip((volume - low) / (high - low), 0.0, 1.0).astype(np.float32)
+    return np.clip((np.asarray(volume, dtype=np.float32) - low) / (high - low), 0.0, 1.0).astype(np.float32)

@@ -72,6 +72,8 @@ class Geometry:
     shape: tuple[int, int, int]  # (D, H, W) voxels = NIfTI voxel axes i, j, k
     spacing: tuple[float, float, float]  # mm per voxel along i, j, k
     affine: np.ndarray  # (4, 4) voxel -> RAS mm
+    fingerprint: dict | None = None  # preprocessing fingerprint (medsynth.io.fingerprint); None: older checkpoint
+    label_classes: int = 0  # K > 0: paired model, volumes carry 1 + K channels (medsynth.models.paired)
 
 
 @dataclass

@@ -1,19 +1,20 @@
-"""Training callbacks: preview PNGs of EMA samples, checkpoint on SIGTERM, volumes/s throughput.
+"""Training callbacks Lightning does not have: preview PNGs of EMA samples, ``last.ckpt`` at the end
+whatever ``max_steps`` is, a progress bar naming the step budget, SLURM requeue between steps.
 
-Rank 0 alone writes previews and checkpoints; the other ranks wait at a barrier where needed.
+Checkpoint on SIGTERM and throughput are Lightning's own (``ModelCheckpoint(save_on_exception=True)``,
+``ThroughputMonitor`` in conf/callbacks/default.yaml). Rank 0 alone writes previews.
 """
 
 from __future__ import annotations
 
-import time
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
-import torch
 from lightning.pytorch.callbacks import Callback, RichProgressBar
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from medsynth.io.atomic import atomic_path
 
@@ -138,27 +139,48 @@ class PreviewCallback(Callback):
                 experiment.add_image("preview", image, global_step=step, dataformats="HWC")
 
 
-class CheckpointOnSigterm(Callback):
-    """Save ``<run dir>/checkpoints/last.ckpt`` when SIGTERM stops training (preemption, ``kill``).
+class RequeueBetweenSteps(Callback):
+    """Lightning's SLURM auto-requeue, handled at the end of a training batch instead of mid-step.
 
-    Lightning (2.x) installs its own SIGTERM handler on every platform: it finishes the current
-    batch, then raises ``SIGTERMException``. This callback catches that exception in
-    ``on_exception`` and writes the checkpoint before the process exits, so
-    ``ckpt_path=.../last.ckpt`` resumes exactly.
+    Under SLURM (tasks started with srun), Lightning's SIGUSR1 handler (``--signal=USR1@90``,
+    preemption) saves ``<run dir>/hpc_ckpt_N.ckpt`` and runs ``scontrol requeue``; the requeued job
+    resumes from that file. The handler runs wherever Python is when the signal lands: mid-step it saves
+    loop counters and weights that disagree, and the resumed run repeats a batch (seen in
+    tests/test_slurm_preempt.py). This callback keeps Lightning's handler and calls it after the
+    current batch, on every rank at the same step (one any-rank flag per step under DDP).
     """
 
-    def __init__(self, checkpoint_path: str | Path):
-        self.checkpoint_path = Path(checkpoint_path)
-        self.saved = False
+    def __init__(self) -> None:
+        self._handler: Any = None
+        self._signum: int | None = None
+        self._requeue_signal: int | None = None
 
-    def on_exception(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
-    ) -> None:
-        if isinstance(exception, SIGTERMException) and not self.saved:
-            trainer.save_checkpoint(self.checkpoint_path)
-            self.saved = True
-            if trainer.is_global_zero:
-                print(f"SIGTERM: saved {self.checkpoint_path} at step {trainer.global_step}", flush=True)
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from lightning.fabric.plugins.environments import SLURMEnvironment
+
+        environment = getattr(trainer.strategy, "cluster_environment", None)  # parallel strategies
+        if environment is None and SLURMEnvironment.detect():  # one device: Lightning's default environment
+            environment = SLURMEnvironment()
+        if not isinstance(environment, SLURMEnvironment) or not environment.auto_requeue:
+            return
+        if threading.current_thread() is not threading.main_thread():
+            return
+        signum = environment.requeue_signal
+        handler = signal.getsignal(signum)  # Lightning's, installed before on_train_start
+        if callable(handler):
+            self._handler, self._requeue_signal = handler, signum
+            signal.signal(signum, self._defer)
+
+    def _defer(self, signum: int, frame: Any) -> None:
+        self._signum = signum
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if self._handler is None:
+            return
+        if trainer.strategy.reduce_boolean_decision(self._signum is not None, all=False):
+            signum = self._signum or self._requeue_signal
+            self._signum = None
+            self._handler(signum, None)
 
 
 class LastCheckpointAtEnd(Callback):
@@ -185,35 +207,6 @@ class StepBudgetProgressBar(RichProgressBar):
         return super()._get_train_description(current_epoch)
 
 
-class ThroughputCallback(Callback):
-    """Training volumes per second (all ranks together), shown in the progress bar and logged as ``train/volumes_per_s``."""
-
-    def __init__(self, smoothing: float = 0.9):
-        self.smoothing = smoothing
-        self._start: float | None = None
-        self._rate: float | None = None
-
-    def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        if self._start is None:
-            return
-        seconds = max(time.perf_counter() - self._start, 1e-9)
-        volumes = int(batch["image"].shape[0]) * int(trainer.world_size)
-        rate = volumes / seconds
-        self._rate = rate if self._rate is None else self.smoothing * self._rate + (1 - self.smoothing) * rate
-        pl_module.log("vol/s", self._rate, prog_bar=True, logger=False, rank_zero_only=True)
-        pl_module.log("train/volumes_per_s", self._rate, prog_bar=False, rank_zero_only=True)
-
-
-def torch_device_name(module: torch.nn.Module) -> str:
-    """Human-readable device of a module's first parameter (for run summaries)."""
-    try:
-        return str(next(module.parameters()).device)
-    except StopIteration:
-        return "cpu"
+def batch_volumes(batch: dict[str, Any]) -> int:
+    """Volumes in a training batch (``batch["image"]``: (B, C, D, H, W)), for Lightning's ``ThroughputMonitor``."""
+    return int(batch["image"].shape[0])

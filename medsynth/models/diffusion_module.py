@@ -37,7 +37,8 @@ from medsynth.models.ema import build_ema
 from medsynth.models.losses import diffusion_loss, min_snr_weight
 from medsynth.models.networks import ConditionedUNet, unet_kwargs_from_config
 from medsynth.models.noise import NoiseProcess
-from medsynth.models.representation import build_representation, default_representation_name
+from medsynth.models.paired import build_paired_representation
+from medsynth.models.representation import default_representation_name
 from medsynth.models.schedules import warmup_cosine
 
 #: version of the ``checkpoint["medsynth"]`` layout
@@ -84,7 +85,8 @@ class DiffusionModule(pl.LightningModule):
         self.geometry = geometry
         self.image_shape = tuple(int(s) for s in geometry["shape"])
         self.representation_name = resolve_representation_name(model_cfg["representation"], self.image_shape)
-        self.representation = build_representation(self.representation_name)
+        self.label_classes = int(geometry.get("label_classes", 0))  # paired image + label model when > 0
+        self.representation = build_paired_representation(self.representation_name, self.label_classes)
         channels = self.representation.latent_shape(self.image_shape)[0]
         self.network_kwargs = unet_kwargs_from_config(_AttrDict(model_cfg), channels)
         self.conditioning = ConditioningSpec(**(conditioning or {}))
@@ -237,6 +239,8 @@ class DiffusionModule(pl.LightningModule):
                 "shape": [int(s) for s in self.geometry["shape"]],
                 "spacing": [float(s) for s in self.geometry["spacing"]],
                 "affine": [[float(v) for v in row] for row in self.geometry["affine"]],
+                "fingerprint": self.geometry.get("fingerprint"),  # medsynth.io.fingerprint
+                "label_classes": self.label_classes,
             },
             "intensity": self.intensity,
             "network": self.network_kwargs,
@@ -278,13 +282,15 @@ def bundle_from_metadata(
     intensity = meta.get("intensity")
     return SamplingBundle(
         network=network,
-        representation=build_representation(meta["representation"]),
+        representation=build_paired_representation(meta["representation"], int(geometry.get("label_classes", 0))),
         diffusion=DiffusionSettings(**meta["diffusion"]),
         conditioning=ConditioningSpec(**meta["conditioning"]),
         geometry=Geometry(
             shape=tuple(int(s) for s in geometry["shape"]),
             spacing=tuple(float(s) for s in geometry["spacing"]),
             affine=np.asarray(geometry["affine"], dtype=np.float64),
+            fingerprint=geometry.get("fingerprint"),
+            label_classes=int(geometry.get("label_classes", 0)),
         ),
         intensity=IntensityMapping(**intensity) if intensity else None,
         checkpoint_path=checkpoint_path,

@@ -4,11 +4,14 @@ Order of work: compose the config, load the checkpoint, fix the plan (files, see
 check every setting and any files already in ``out_dir``; only then create files. Finished
 samples are skipped on a rerun (their header carries the settings key), ``overwrite=true``
 regenerates them. Outputs: ``sample_NNNNN.nii.gz``, ``manifest.csv``, ``datalist.json``,
-``contact_sheet.png``.
+``preprocessing.json`` (the checkpoint's preprocessing fingerprint, for ``intensity=model``) and
+``figures/contact_sheet.png`` (figures stay out of the volume folder, so tools that glob it for
+images, such as frd-score, see only the volumes).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -18,8 +21,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from medsynth.config import compose_stage, format_defaults, require
 from medsynth.errors import ConfigError, InputFileError
-from medsynth.io.atomic import remove_stale_temporaries
+from medsynth.io.atomic import atomic_write_text, remove_stale_temporaries
+from medsynth.io.fingerprint import PREPROCESSING_FILE
 from medsynth.models.bundle import SamplingBundle
+from medsynth.sampling.array import array_role, check_task_records, shard, write_task_record
 from medsynth.sampling.contact_sheet import write_contact_sheet
 from medsynth.sampling.export import check_export_settings, read_settings_key
 from medsynth.sampling.generate import resolve_device, resolve_precision, validate_conditions
@@ -35,7 +40,8 @@ medsynth sample: generate synthetic 3D volumes from a trained checkpoint.
 
 Writes DIR/sample_00000.nii.gz ... (the training data's affine and spacing), DIR/manifest.csv
 (seed, sampler, steps, label/covariates, checkpoint sha256, seconds per volume), DIR/datalist.json
-(MONAI/Decathlon datalist) and DIR/contact_sheet.png. Sample i depends only on (seed, i) and the
+(MONAI/Decathlon datalist), DIR/preprocessing.json (the training data's preprocessing fingerprint,
+intensity=model only) and DIR/figures/contact_sheet.png. Sample i depends only on (seed, i) and the
 settings; a rerun skips finished files (overwrite=true redoes them).
 
 Default config (conf/sample.yaml; override any key with key=value):
@@ -129,19 +135,44 @@ def pending(specs: list[SampleSpec], out_dir: Path, overwrite: bool) -> list[Sam
     return todo
 
 
+def write_fingerprint(out_dir: Path, bundle: SamplingBundle, settings: GenerationSettings) -> Path | None:
+    """``out_dir/preprocessing.json`` with the checkpoint's fingerprint when the volumes are in the
+    model's space (``intensity=model``); otherwise (source units, or a checkpoint older than the
+    fingerprint) any stale record is removed, so evaluate and study refuse the folder."""
+    path = out_dir / PREPROCESSING_FILE
+    fingerprint = bundle.geometry.fingerprint
+    if settings.intensity != "model" or not fingerprint:
+        path.unlink(missing_ok=True)
+        return None
+    record = {
+        "fingerprint": fingerprint,
+        "written_by": "medsynth sample",
+        "checkpoint": bundle.checkpoint_path,
+        "checkpoint_sha256": bundle.checkpoint_sha256,
+    }
+    return atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+
+
 def run_sampling(cfg: DictConfig) -> dict[str, Any]:
     """The whole stage; returns a summary {out_dir, generated, skipped, seconds, manifest}."""
     ckpt = str(require(cfg, "ckpt"))
     out_dir = Path(str(require(cfg, "out_dir")))
     if out_dir.exists() and not out_dir.is_dir():
         raise InputFileError(out_dir, "out_dir exists and is not a folder")
+    role = array_role(cfg, "sample")  # a SLURM array task, its finishing step, or None
     bundle = load_bundle(ckpt, bool(cfg.use_ema))
     settings, specs = prepare(cfg, bundle)
     todo = pending(specs, out_dir, bool(cfg.overwrite))
+    if role is not None and role.finishing:
+        check_task_records(out_dir, "sample", role, [s.file for s in specs])
+        todo = []
+    elif role is not None:
+        todo = shard(todo, role) if bool(cfg.overwrite) else [s for s in shard(specs, role) if s in todo]
 
     # nothing has been written up to here
     out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out_dir)
+    if role is None or role.finishing:  # never while other array tasks are writing
+        remove_stale_temporaries(out_dir)
     start = time.perf_counter()
     if todo:
         if int(cfg.devices) > 1:
@@ -172,6 +203,20 @@ def run_sampling(cfg: DictConfig) -> dict[str, Any]:
                 progress=bool(cfg.progress),
             )
     elapsed = time.perf_counter() - start
+    if role is not None and not role.finishing:
+        mine = shard(specs, role)
+        for spec in mine:
+            found = read_settings_key(out_dir / spec.file)
+            if found is None or found[0] != spec.key:
+                raise InputFileError(out_dir / spec.file, "missing or altered after generation")
+        record = write_task_record(out_dir, "sample", role, [s.file for s in mine])
+        return {
+            "out_dir": str(out_dir),
+            "generated": len(todo),
+            "skipped": len(mine) - len(todo),
+            "seconds": elapsed,
+            "manifest": str(record),
+        }
 
     seconds: dict[int, float] = {}
     for spec in specs:
@@ -182,11 +227,12 @@ def run_sampling(cfg: DictConfig) -> dict[str, Any]:
     rows = manifest_rows(bundle, settings, specs, seconds)
     manifest = write_manifest(out_dir, rows)
     write_datalist(out_dir, bundle, rows)
+    write_fingerprint(out_dir, bundle, settings)
     sheet_n = int(OmegaConf.select(cfg, "contact_sheet.num_samples", default=0) or 0)
     if sheet_n > 0:
         write_contact_sheet(
             [out_dir / s.file for s in specs[:sheet_n]],
-            out_dir / "contact_sheet.png",
+            out_dir / "figures" / "contact_sheet.png",
             title=f"{Path(ckpt).name}: {settings.sampler}, {settings.steps} steps, seed {settings.base_seed}",
         )
     return {
@@ -209,6 +255,11 @@ def main(argv: list[str]) -> int:
     )
     print(
         f"medsynth sample: {summary['generated']} generated, {summary['skipped']} already there "
-        f"({rate:.2f} volumes/s) -> {summary['out_dir']} (manifest.csv, datalist.json, contact_sheet.png)"
+        f"({rate:.2f} volumes/s) -> {summary['out_dir']} "
+        + (
+            "(manifest.csv, datalist.json, figures/)"
+            if summary["manifest"].endswith("manifest.csv")
+            else f"(array task record {Path(summary['manifest']).name}; array.finish=true writes the manifest)"
+        )
     )
     return 0

@@ -25,6 +25,12 @@ INTENSITY_SPACES = ("model", "source")
 _DESCRIP = re.compile(r"^medsynth key=(?P<key>[0-9a-f]+) seconds=(?P<seconds>[0-9.]+)")
 
 
+def label_file_name(file: str) -> str:
+    """The label map beside a paired sample: ``sample_00001.nii.gz`` -> ``sample_00001_label.nii.gz``."""
+    stem = file[: -len(".nii.gz")] if file.endswith(".nii.gz") else file.rsplit(".", 1)[0]
+    return f"{stem}_label.nii.gz"
+
+
 def check_export_settings(intensity: str, dtype: str, mapping: IntensityMapping | None) -> None:
     """Validate ``intensity`` and ``dtype`` before anything is generated (ConfigError otherwise)."""
     if intensity not in INTENSITY_SPACES:

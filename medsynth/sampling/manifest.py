@@ -17,6 +17,7 @@ import pandas as pd
 from medsynth import __version__
 from medsynth.io.atomic import atomic_path, atomic_write_text
 from medsynth.models.bundle import SamplingBundle
+from medsynth.sampling.export import label_file_name
 from medsynth.sampling.plan import GenerationSettings, SampleSpec
 
 MANIFEST_NAME = "manifest.csv"
@@ -62,6 +63,8 @@ def manifest_rows(
                 "seconds": seconds.get(spec.index),
             }
         )
+        if bundle.geometry.label_classes:  # paired model: the uint8 label map beside the image
+            row["label_file"] = label_file_name(spec.file)
         rows.append(row)
     return rows
 
@@ -93,6 +96,8 @@ def write_datalist(out_dir: str | Path, bundle: SamplingBundle, rows: list[dict[
         entry: dict[str, Any] = {"image": row["file"]}
         if "label_index" in row:
             entry["label"] = int(row["label_index"])
+        if "label_file" in row:  # paired model: the Decathlon segmentation convention (class stays under its column)
+            entry["label"] = row["label_file"]
         entry.update({k: _json_value(row[k]) for k in keys if k in row and k != "label"})
         entries.append(entry)
     doc = {

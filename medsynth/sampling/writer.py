@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medsynth.data.writing import write_label_nifti
 from medsynth.models.bundle import SamplingBundle
-from medsynth.sampling.export import write_volume
+from medsynth.models.paired import split_image_label
+from medsynth.sampling.export import label_file_name, write_volume
 from medsynth.sampling.generate import iter_generate
 from medsynth.sampling.plan import GenerationSettings, SampleSpec
 from medsynth.sampling.progress import generation_progress
@@ -56,11 +58,17 @@ def write_samples(
             on_step=lambda v: bar.advance(task, v),
         ):
             per_volume = batch.seconds / len(batch.positions)
+            images, labels_out = batch.volumes, None
+            if bundle.geometry.label_classes:  # paired model: image channel + argmax of the label channels
+                images, labels_out = split_image_label(batch.volumes)
             for j, position in enumerate(batch.positions):
                 spec = specs[position]
+                if labels_out is not None:  # the label first: a finished image means a finished pair
+                    label_path = out_dir / label_file_name(spec.file)
+                    write_label_nifti(label_path, labels_out[j].numpy(), bundle.geometry.affine)
                 write_volume(
                     out_dir / spec.file,
-                    batch.volumes[j, 0].numpy(),
+                    images[j, 0].numpy(),
                     bundle.geometry,
                     intensity=settings.intensity,
                     mapping=bundle.intensity,

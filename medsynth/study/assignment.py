@@ -1,5 +1,9 @@
-"""Case sampling and per-reader reading orders.
+"""Case sampling and per-reader reading orders, all driven by the study's secret.
 
+- :func:`new_study_secret` draws the per-study secret (:mod:`secrets`) at ``study create``; it is
+  stored in the database only. :func:`secret_seed` derives every seed from it (HMAC-SHA256), so
+  neither the public code, the config nor a reader's name predicts the sampling or an order, while
+  the database alone reproduces the study exactly (docs/study.md, "Reproducing a study").
 - :func:`sample_balanced` picks ``n_cases`` files, half real and half synthetic (seeded).
 - :func:`reading_order` gives each reader their own seeded shuffle of every case plus
   ``round(repeat_fraction * n)`` repeated showings, each placed at least ``min_gap`` positions
@@ -9,6 +13,8 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,9 +32,33 @@ class Showing:
     repeat: int
 
 
-def reader_seed(study_seed: int, reader_name: str) -> int:
-    """A stable per-reader seed from the study seed and the reader's name."""
-    digest = hashlib.sha256(f"{study_seed}:{reader_name}".encode()).digest()
+SECRET_BYTES = 32
+
+
+def new_study_secret() -> str:
+    """A fresh per-study secret (64 hex characters) from the operating system's CSPRNG."""
+    return secrets.token_hex(SECRET_BYTES)
+
+
+def secret_seed(secret: str, purpose: str) -> int:
+    """A 64-bit seed for ``purpose`` (e.g. ``"cases"``, ``"order:<reader>"``) keyed by ``secret``."""
+    digest = hmac.new(secret.encode(), purpose.encode(), hashlib.sha256).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def order_seed(secret: str, reader_name: str) -> int:
+    """The seed of one reader's reading order."""
+    return secret_seed(secret, f"order:{reader_name}")
+
+
+def storage_order(n: int, secret: str) -> list[int]:
+    """The order in which a study's ``n`` sampled cases are stored (so row ids carry no truth)."""
+    return [int(i) for i in np.random.default_rng(secret_seed(secret, "storage")).permutation(n)]
+
+
+def reader_seed(seed: int, reader_name: str) -> int:
+    """A stable per-reader seed from a public seed and a name (simulated readers' answers only)."""
+    digest = hashlib.sha256(f"{seed}:{reader_name}".encode()).digest()
     return int.from_bytes(digest[:8], "little")
 
 

@@ -6,26 +6,31 @@ Every command opens the database given by ``db=`` and upgrades it to the newest 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from medsynth.config import compose_stage, config_dir, format_defaults, require
-from medsynth.errors import ConfigError, InputFileError
+from medsynth.config import compose_stage, format_defaults, require
+from medsynth.errors import ConfigError
 
 COMMANDS = {
     "create": "create a study: balanced real/synthetic cases, opaque ids, questions (db, real_dir, synthetic_dir, n_cases)",
-    "add-reader": "add a reader or admin (name, role); prints their one-time login token",
+    "add-reader": "add a reader or admin (name, role, expires_days); prints their one-time login token",
+    "revoke-reader": "revoke a reader's token at once (name); their answers stay",
+    "rotate-token": "issue a new token for a reader (name, expires_days); the old one stops working",
     "serve": "run the Streamlit reader app on the study database (db, port, address)",
     "export": "write ratings.csv for `medsynth analyze` (db, out)",
+    "audit": "blinding leak detector: AUC of real vs synthetic from format/metadata and intensity cues (db)",
     "demo": "build a ready-to-click study with one admin and two readers; tokens in out_dir",
     "simulate": "add simulated readers with known skill who answer every case (demos, analysis checks)",
 }
 
 DB_ENV = "MEDSYNTH_STUDY_DB"
 STUDY_ENV = "MEDSYNTH_STUDY_NAME"
+SIGN_IN_ENV = "MEDSYNTH_STUDY_SIGN_IN"  # the `sign_in` backoff settings, JSON
 
 
 def format_help(command: str | None = None) -> str:
@@ -56,118 +61,28 @@ def main(argv: list[str]) -> int:
     handler = {
         "create": cmd_create,
         "add-reader": cmd_add_reader,
+        "revoke-reader": cmd_revoke_reader,
+        "rotate-token": cmd_rotate_token,
         "serve": cmd_serve,
         "export": cmd_export,
+        "audit": cmd_audit,
         "demo": cmd_demo,
         "simulate": cmd_simulate,
     }[command]
     return handler(cfg)
 
 
-# --------------------------------------------------------------------------- helpers
-def volume_files(folder: str | Path, key: str) -> list[Path]:
-    """Sorted volume files in ``folder`` (NIfTI, MetaImage, NRRD).
-
-    Raises:
-        ConfigError: the folder is missing or holds no volumes.
-    """
-    from medsynth.data.reading import VOLUME_SUFFIXES
-
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise ConfigError(key, f"folder {folder} does not exist")
-    files = sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.name.endswith(VOLUME_SUFFIXES)
-    )
-    if not files:
-        raise ConfigError(key, f"folder {folder} holds no volumes ({', '.join(VOLUME_SUFFIXES)})")
-    return files
-
-
-def questions_path(value: str) -> Path:
-    """``questions=`` as a path, or the name of a file in conf/study_questions/."""
-    candidate = Path(value).expanduser()
-    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
-        return candidate
-    return config_dir() / "study_questions" / f"{value}.yaml"
-
-
-def render_settings(cfg: DictConfig) -> dict:
-    render = OmegaConf.to_container(cfg.render, resolve=True)
-    if len(render["grid"]) != 3 or any(int(g) < 8 for g in render["grid"]):
-        raise ConfigError("render.grid", f"must be 3 sizes >= 8, got {render['grid']}")
-    if render["default_preset"] not in ("auto", *render["presets"]):
-        raise ConfigError("render.default_preset", f"must be auto or one of {', '.join(render['presets'])}")
-    return render
-
-
-def synthetic_provenance(folder: Path) -> tuple[dict[str, str], str | None]:
-    """(file -> model name, checkpoint) from a `medsynth sample` manifest.csv when present."""
-    manifest = folder / "manifest.csv"
-    if not manifest.is_file():
-        return {}, None
-    import pandas as pd
-
-    try:
-        frame = pd.read_csv(manifest)
-    except Exception as err:  # pandas raises several types for broken CSVs
-        raise InputFileError(manifest, f"not a readable CSV ({' '.join(str(err).split())[:120]})") from None
-    checkpoint = None
-    if "checkpoint" in frame and frame["checkpoint"].notna().any():
-        checkpoint = str(frame["checkpoint"].dropna().iloc[0])
-    models = {}
-    if "model" in frame and "file" in frame:
-        models = {
-            str((folder / f).resolve()): str(m) for f, m in zip(frame["file"], frame["model"], strict=True)
-        }
-    return models, checkpoint
-
-
-def create_from_config(
-    cfg: DictConfig, real_dir: Path, synthetic_dir: Path, n_cases: int, progress: bool = True
-) -> int:
-    """Sample, validate and store the study's cases; returns the study id."""
-    from medsynth.study.assignment import sample_balanced
-    from medsynth.study.questions import load_questions
-    from medsynth.study.rendering import load_display_volume
-    from medsynth.study.service import StudyService
-
-    questions = load_questions(questions_path(str(cfg.questions)))
-    render = render_settings(cfg)
-    real = [str(p) for p in volume_files(real_dir, "real_dir")]
-    synthetic = [str(p) for p in volume_files(synthetic_dir, "synthetic_dir")]
-    pick_real, pick_syn = sample_balanced(real, synthetic, int(n_cases), int(cfg.seed))
-    models, checkpoint = synthetic_provenance(Path(synthetic_dir))
-    # every chosen case must load through the same display preprocessing before the study exists
-    from rich.progress import track
-
-    for path in track(
-        pick_real + pick_syn, description="checking cases", disable=not progress, transient=True
-    ):
-        load_display_volume(path, [8, 8, 8], render.get("rescale_from_unit"))
-    service = StudyService(str(cfg.db))
-    return service.create_study(
-        name=str(cfg.study),
-        real_files=pick_real,
-        synthetic_files=pick_syn,
-        questions=questions,
-        render=render,
-        seed=int(cfg.seed),
-        repeat_fraction=float(cfg.repeat_fraction),
-        allow_back=bool(cfg.allow_back),
-        model=cfg.model,
-        checkpoint=cfg.checkpoint or checkpoint,
-        models={k: v for k, v in models.items() if k in {str(Path(p).resolve()) for p in pick_syn}},
-    )
-
-
 # --------------------------------------------------------------------------- commands
 def cmd_create(cfg: DictConfig) -> int:
+    from medsynth.io.fingerprint import require_same_fingerprint
+    from medsynth.study.creation import create_from_config, volume_files
+
     real_dir = Path(str(require(cfg, "real_dir")))
     synthetic_dir = Path(str(require(cfg, "synthetic_dir")))
     require(cfg, "db")
+    volume_files(real_dir, "real_dir"), volume_files(synthetic_dir, "synthetic_dir")
+    # readers must see real and synthetic cases from one preprocessing space (medsynth.io.fingerprint)
+    require_same_fingerprint({"synthetic_dir": synthetic_dir, "real_dir": real_dir})
     create_from_config(cfg, real_dir, synthetic_dir, int(cfg.n_cases))
     n_real = int(cfg.n_cases) // 2
     print(
@@ -182,8 +97,44 @@ def cmd_add_reader(cfg: DictConfig) -> int:
 
     require(cfg, "db")
     name = str(require(cfg, "name"))
-    token = StudyService(str(cfg.db)).add_reader(str(cfg.study), name, str(cfg.role), int(cfg.min_repeat_gap))
-    print(f"{cfg.role} '{name}' added to study '{cfg.study}'. Login token (shown once, store it safely):")
+    token = StudyService(str(cfg.db)).add_reader(
+        str(cfg.study), name, str(cfg.role), int(cfg.min_repeat_gap), expires_days=_expires_days(cfg)
+    )
+    print(f"{cfg.role} '{name}' added to study '{cfg.study}'{_expiry_text(cfg)}. Login token (shown once, store it safely):")
+    print(token)
+    return 0
+
+
+def _expires_days(cfg: DictConfig) -> float | None:
+    value = cfg.get("expires_days")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError("expires_days", f"must be a number of days, got '{value}'") from None
+
+
+def _expiry_text(cfg: DictConfig) -> str:
+    days = _expires_days(cfg)
+    return "" if days is None else f" (token expires in {days:g} days)"
+
+
+def cmd_revoke_reader(cfg: DictConfig) -> int:
+    from medsynth.study.service import StudyService
+
+    name = str(require(cfg, "name"))
+    StudyService(str(require(cfg, "db"))).revoke_reader(str(cfg.study), name)
+    print(f"reader '{name}' of study '{cfg.study}' revoked: their token no longer signs in (answers kept)")
+    return 0
+
+
+def cmd_rotate_token(cfg: DictConfig) -> int:
+    from medsynth.study.service import StudyService
+
+    name = str(require(cfg, "name"))
+    token = StudyService(str(require(cfg, "db"))).rotate_token(str(cfg.study), name, _expires_days(cfg))
+    print(f"new token for '{name}' of study '{cfg.study}'{_expiry_text(cfg)}; the old one no longer works:")
     print(token)
     return 0
 
@@ -207,13 +158,24 @@ def cmd_export(cfg: DictConfig) -> int:
     return 0
 
 
+def cmd_audit(cfg: DictConfig) -> int:
+    """Print the audit; exit 0 when no format/metadata channel leaks, 1 when one does."""
+    from medsynth.study.audit import audit_settings, audit_study, format_report
+    from medsynth.study.service import StudyService
+
+    service = StudyService(str(require(cfg, "db")))
+    result = audit_study(service, str(cfg.study), audit_settings(cfg), progress=True)
+    print(format_report(result))
+    return 1 if result["leaks"] else 0
+
+
 def app_path(cfg: DictConfig) -> Path:
     if cfg.app:
         path = Path(str(cfg.app))
     else:
         here = Path(__file__).resolve()
-        packaged = here.parents[1] / "_reader_study" / "app.py"
-        path = packaged if packaged.is_file() else here.parents[2] / "reader_study" / "app.py"
+        packaged = here.parents[1] / "_reader_study" / "server.py"
+        path = packaged if packaged.is_file() else here.parents[2] / "reader_study" / "server.py"
     if not path.is_file():
         raise ConfigError("app", f"Streamlit app not found at {path}")
     return path
@@ -237,6 +199,7 @@ def serve_env(cfg: DictConfig) -> dict[str, str]:
     env = dict(os.environ)
     env[DB_ENV] = normalise_url(str(cfg.db))
     env[STUDY_ENV] = str(cfg.study)
+    env[SIGN_IN_ENV] = json.dumps(OmegaConf.to_container(cfg.sign_in, resolve=True))
     return env
 
 

@@ -139,10 +139,25 @@ def upgrade_to_head(engine: Engine) -> None:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).resolve().parent / "migrations"))
+    sqlite = engine.dialect.name == "sqlite"
     try:
-        with engine.begin() as connection:
-            cfg.attributes["connection"] = connection
-            command.upgrade(cfg, "head")
+        with engine.connect() as connection:
+            if sqlite:
+                # SQLite's ALTER goes through "copy, drop, rename" (Alembic batch mode): with foreign
+                # keys on, dropping the old table would cascade-delete every row that refers to it.
+                # The pragma only takes effect outside a transaction, hence the raw DB-API call.
+                connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")
+            try:
+                with connection.begin():
+                    cfg.attributes["connection"] = connection
+                    command.upgrade(cfg, "head")
+                    if sqlite:
+                        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                        if broken:
+                            raise ConfigError("db", f"migration left {len(broken)} dangling references")
+            finally:
+                if sqlite:
+                    connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")
     except OperationalError as err:
         reason = " ".join(str(err.orig).split())[:200]
         raise ConfigError(

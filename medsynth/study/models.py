@@ -47,6 +47,11 @@ class Study(Base):
     allow_back: Mapped[bool] = mapped_column(Boolean, default=False)
     questions: Mapped[list] = mapped_column(JSON)
     render: Mapped[dict] = mapped_column(JSON)  # grid, modality, window presets (medsynth.study.rendering)
+    #: per-study secret (``secrets.token_hex``): drives case sampling and every reading order; it
+    #: lives only here (never in config, logs, exports or pages) and reproduces the study exactly
+    secret: Mapped[str] = mapped_column(String(64))
+    modality: Mapped[str] = mapped_column(String(10), default="mr")  # mr | ct (viewer windowing)
+    audit: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # last `study audit` result
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     cases: Mapped[list[Case]] = relationship(back_populates="study", order_by="Case.id")
@@ -88,6 +93,9 @@ class Reader(Base):
     token_salt: Mapped[bytes] = mapped_column()
     token_hash: Mapped[bytes] = mapped_column()
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    simulated: Mapped[bool] = mapped_column(Boolean, default=False)  # answers from `study simulate`
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     study: Mapped[Study] = relationship(back_populates="readers")
@@ -97,15 +105,21 @@ class Reader(Base):
 
 
 class Assignment(Base):
-    """Position ``position`` (0-based) of a reader's order shows case ``case_id``."""
+    """Position ``position`` (0-based) of a reader's order shows case ``case_id``.
+
+    ``showing_id`` is the random opaque id the reader sees: one per showing, so a repeated showing
+    looks like any other case.
+    """
 
     __tablename__ = "assignment"
     __table_args__ = (
         UniqueConstraint("reader_id", "position", name="uq_assignment_position"),
         UniqueConstraint("reader_id", "case_id", "repeat", name="uq_assignment_showing"),
+        UniqueConstraint("showing_id", name="uq_assignment_showing_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    showing_id: Mapped[str] = mapped_column(String(32))
     reader_id: Mapped[int] = mapped_column(ForeignKey("reader.id", ondelete="CASCADE"), index=True)
     case_id: Mapped[int] = mapped_column(ForeignKey("study_case.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(Integer)
@@ -136,3 +150,30 @@ class Answer(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     edits: Mapped[int] = mapped_column(Integer, default=0)  # > 0 only where allow_back permits edits
+
+
+class AnswerDraft(Base):
+    """A reader's unsubmitted answers for one showing (JSON object), deleted on submit."""
+
+    __tablename__ = "answer_draft"
+    __table_args__ = (UniqueConstraint("assignment_id", name="uq_draft_assignment"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("assignment.id", ondelete="CASCADE"))
+    answers: Mapped[dict] = mapped_column(JSON)
+    saved_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SignInFailure(Base):
+    """One failed sign-in: when, from which address and browser session, for which key id.
+
+    Read back for the sign-in backoff (medsynth.study.accounts) and kept as the failure log.
+    """
+
+    __tablename__ = "sign_in_failure"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    address: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
+    client: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)

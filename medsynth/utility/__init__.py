@@ -1,0 +1,1 @@
+"""``medsynth utility``: downstream segmentation/classification on real, synthetic and real + synthetic data."""
