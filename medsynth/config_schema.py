@@ -248,6 +248,7 @@ class StudySchema:
     min_repeat_gap: int = count(3, low=0)
     seed: int = 0
     allow_back: bool = False
+    prepare_inputs: bool = False
     role: str = knob("reader", choices=("reader", "admin"))
     modality: str | None = knob(None, choices=("mr", "ct"))
     port: int = knob(8501, low=1, high=65535)
