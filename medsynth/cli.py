@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from medsynth import __version__
 from medsynth.errors import LIBRARY_ERROR_EXIT_CODE, MedsynthError, library_error_line
+from medsynth.io.leftovers import Leftovers
 
 #: flags that ask for tracebacks (removed before the stage sees its arguments)
 VERBOSE_FLAGS = ("--verbose", "-v")
@@ -70,8 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"medsynth: error: unknown stage '{stage}' (choose from {', '.join(STAGES)})", file=sys.stderr)
         return 2
     module = importlib.import_module(STAGES[stage][0])
+    leftovers = Leftovers.before(rest)
+    failed = True
     try:
-        return int(module.main(rest) or 0)
+        code = int(module.main(rest) or 0)
+        failed = code != 0
+        return code
     except MedsynthError as err:
         if verbose:
             traceback.print_exc()
@@ -82,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # `medsynth <stage> --help | head`: the reader went away, not an error
         sys.stderr.close()
+        failed = False
         return 0
     except Exception as err:
         line = library_error_line(err)
@@ -92,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = "" if verbose else f" (--verbose or {DEBUG_ENV}=1 for the traceback)"
         print(f"medsynth {stage}: error: {line}{hint}", file=sys.stderr)
         return LIBRARY_ERROR_EXIT_CODE
+    finally:
+        if failed:
+            leftovers.remove()  # a failed command leaves no new empty database or output folder
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import admin_view  # noqa: E402
 import login_view  # noqa: E402
+import media_gate  # noqa: E402
 import reader_view  # noqa: E402
 import style  # noqa: E402
 
@@ -48,17 +49,31 @@ def main() -> None:
         return
     service = get_service(url, os.environ.get("MEDSYNTH_STUDY_SIGN_IN"))
     session = st.session_state.get(SESSION_KEY)
+    browser_session = login_view.client_keys()[1]
     if session is None:
+        if browser_session:
+            media_gate.revoke(browser_session)  # signed out: downloads stop answering at once
         login_view.render(service, SESSION_KEY)
         return
     try:
         if session.role == "admin":
+            media_access(browser_session)
             admin_view.render(service, session)
         else:
             reader_view.render(service, session)
     except AuthError:
+        if browser_session:
+            media_gate.revoke(browser_session)
         st.session_state.clear()
         st.error("Your access was revoked or your session expired: please sign in again.")
+
+
+def media_access(browser_session: str | None) -> None:
+    """Let this signed-in admin's browser fetch its downloads (media_gate: a one-time ticket sets
+    an HttpOnly cookie); readers never need media."""
+    if browser_session and (ticket := media_gate.grant_for(browser_session)):
+        st.markdown(f"<img src='{ticket.lstrip('/')}' alt='' width='0' height='0' style='display:none'>",
+                    unsafe_allow_html=True)  # fmt: skip
 
 
 main()

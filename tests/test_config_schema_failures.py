@@ -66,3 +66,31 @@ def test_user_error_found_through_wrapping():
     except RuntimeError as outer:
         assert str(user_error_in(outer)) == "a.nii.gz: contains 1 NaN/Inf voxel(s)"
     assert user_error_in(ValueError("bug")) is None
+
+
+def test_failed_study_command_leaves_no_new_database(tmp_path, capsys):
+    from medsynth import cli
+
+    db = tmp_path / "typo.db"
+    assert cli.main(["study", "export", f"db=sqlite:///{db}", f"out={tmp_path / 'r.csv'}"]) == 2
+    assert "typo.db" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_leftovers_remove_only_what_the_command_created(tmp_path):
+    from medsynth.io.leftovers import Leftovers
+
+    old_db = tmp_path / "old.db"
+    old_db.write_bytes(b"")
+    keep = Leftovers.before([f"db={old_db}", f"out_dir={tmp_path}"])
+    assert keep.new_database is None and keep.new_out_dir is None
+    new = Leftovers.before([f"db=sqlite:///{tmp_path / 'new.db'}", f"out_dir={tmp_path / 'out'}"])
+    (tmp_path / "new.db").write_bytes(b"x")
+    (tmp_path / "new.db-wal").write_bytes(b"x")
+    (tmp_path / "out" / "figures").mkdir(parents=True)
+    assert sorted(p.name for p in new.remove()) == ["new.db", "new.db-wal", "out"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.db"]
+    samples = Leftovers.before([f"out_dir={tmp_path / 'samples'}"])
+    (tmp_path / "samples").mkdir()
+    (tmp_path / "samples" / "sample_00000.nii.gz").write_bytes(b"finished")
+    assert samples.remove() == [] and (tmp_path / "samples" / "sample_00000.nii.gz").exists()

@@ -253,3 +253,40 @@ def test_scan_folder_groups_by_series_and_reports_unreadable(tmp_path):
     files = check_series(series[0])
     assert [f.name for f in files] == ["CT1_000.dcm", "CT1_001.dcm", "CT1_002.dcm"]
     assert isinstance(series[1], DicomSeries) and "MR" in series[1].label
+
+
+def test_truncated_file_shipped_by_pydicom_is_refused(tmp_path, capsys):
+    """pydicom's MR_truncated.dcm: a real MR slice whose pixel data ends early."""
+    folder = tmp_path / "src" / "mr"
+    write_series(folder, n=6, modality="MR")
+    shutil.copy(pydicom.data.get_testdata_file("MR_truncated.dcm"), folder / "MR_truncated.dcm")
+    assert _prepare(tmp_path / "src", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert "MR_truncated.dcm is truncated (pixel data 8130 of 8192 bytes)" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_csv_row_pointing_to_a_folder_of_several_series(tmp_path, capsys):
+    folder = tmp_path / "scans" / "patient"
+    ct = write_series(folder, n=6, number=1)
+    write_series(folder, n=6, number=2, modality="MR")
+    csv = tmp_path / "list.csv"
+    pd.DataFrame({"path": ["scans/patient"], "label": [1]}).to_csv(csv, index=False)
+    assert _prepare(csv, tmp_path / "out") == 2
+    line = [x for x in capsys.readouterr().err.splitlines() if "bad input" in x][0]
+    assert "holds 2 DICOM series" in line and "series_instance_uid" in line
+    pd.DataFrame({"path": ["scans/patient"], "series_instance_uid": [ct], "label": [1]}).to_csv(csv, index=False)
+    assert _prepare(csv, tmp_path / "out") == 0
+    manifest = pd.read_csv(tmp_path / "out" / "manifest.csv")
+    assert list(manifest["series_instance_uid"]) == [ct] and list(manifest["label"]) == [1]
+
+
+def test_pydicom_warnings_become_medsynth_warnings(tmp_path, capsys):
+    def odd_uid(k, ds):
+        ds.SeriesInstanceUID = "1.2.840.99_x"  # not a valid UI value: pydicom warns when reading it
+
+    with pytest.warns(UserWarning):
+        write_series(tmp_path / "src" / "ct", n=6, edit=odd_uid)
+    assert _prepare(tmp_path / "src", tmp_path / "out") == 0
+    err = capsys.readouterr().err
+    assert "medsynth data prepare: warning:" in err and "pydicom: Invalid value for VR UI: '1.2.840.99_x'" in err

@@ -118,3 +118,28 @@ def test_sign_in_backs_off_after_failures(server, browser):
     page.get_by_text("Too many failed sign-ins").wait_for(timeout=30_000)
     assert service.sign_in_failures() >= 2
     page.context.close()
+
+
+def test_downloads_answer_only_the_signed_in_admin(server, browser):
+    import urllib.error
+    import urllib.request
+
+    base, tokens, _ = server
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
+    admin = context.new_page()
+    _sign_in(admin, base, tokens["admin"])
+    admin.get_by_text("Reader progress").first.wait_for(timeout=60_000)
+    admin.wait_for_selector(IDLE, timeout=30_000)
+    with admin.expect_download(timeout=30_000) as info:
+        admin.get_by_role("button", name="Download ratings.csv").click()
+    url = info.value.url
+    assert "/media/" in url and info.value.failure() is None
+    assert context.request.get(url).status == 200  # the signed-in admin's browser
+    with pytest.raises(urllib.error.HTTPError) as refused:  # no cookie: refused
+        urllib.request.urlopen(url, timeout=10)
+    assert refused.value.code == 403
+    admin.get_by_role("button", name="Sign out").click()
+    admin.get_by_label("Access token").wait_for(timeout=30_000)
+    admin.wait_for_selector(IDLE, timeout=30_000)
+    assert context.request.get(url).status == 403  # nothing stays reachable after sign-out
+    context.close()

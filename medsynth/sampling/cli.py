@@ -24,6 +24,7 @@ from medsynth.errors import ConfigError, InputFileError
 from medsynth.io.atomic import atomic_write_text, remove_stale_temporaries
 from medsynth.io.fingerprint import PREPROCESSING_FILE
 from medsynth.models.bundle import SamplingBundle
+from medsynth.sampling.array import array_role, check_task_records, shard, write_task_record
 from medsynth.sampling.contact_sheet import write_contact_sheet
 from medsynth.sampling.export import check_export_settings, read_settings_key
 from medsynth.sampling.generate import resolve_device, resolve_precision, validate_conditions
@@ -156,13 +157,20 @@ def run_sampling(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(str(require(cfg, "out_dir")))
     if out_dir.exists() and not out_dir.is_dir():
         raise InputFileError(out_dir, "out_dir exists and is not a folder")
+    role = array_role(cfg, "sample")  # a SLURM array task, its finishing step, or None
     bundle = load_bundle(ckpt, bool(cfg.use_ema))
     settings, specs = prepare(cfg, bundle)
     todo = pending(specs, out_dir, bool(cfg.overwrite))
+    if role is not None and role.finishing:
+        check_task_records(out_dir, "sample", role, [s.file for s in specs])
+        todo = []
+    elif role is not None:
+        todo = shard(todo, role) if bool(cfg.overwrite) else [s for s in shard(specs, role) if s in todo]
 
     # nothing has been written up to here
     out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out_dir)
+    if role is None or role.finishing:  # never while other array tasks are writing
+        remove_stale_temporaries(out_dir)
     start = time.perf_counter()
     if todo:
         if int(cfg.devices) > 1:
@@ -193,6 +201,20 @@ def run_sampling(cfg: DictConfig) -> dict[str, Any]:
                 progress=bool(cfg.progress),
             )
     elapsed = time.perf_counter() - start
+    if role is not None and not role.finishing:
+        mine = shard(specs, role)
+        for spec in mine:
+            found = read_settings_key(out_dir / spec.file)
+            if found is None or found[0] != spec.key:
+                raise InputFileError(out_dir / spec.file, "missing or altered after generation")
+        record = write_task_record(out_dir, "sample", role, [s.file for s in mine])
+        return {
+            "out_dir": str(out_dir),
+            "generated": len(todo),
+            "skipped": len(mine) - len(todo),
+            "seconds": elapsed,
+            "manifest": str(record),
+        }
 
     seconds: dict[int, float] = {}
     for spec in specs:
@@ -231,6 +253,11 @@ def main(argv: list[str]) -> int:
     )
     print(
         f"medsynth sample: {summary['generated']} generated, {summary['skipped']} already there "
-        f"({rate:.2f} volumes/s) -> {summary['out_dir']} (manifest.csv, datalist.json, figures/)"
+        f"({rate:.2f} volumes/s) -> {summary['out_dir']} "
+        + (
+            "(manifest.csv, datalist.json, figures/)"
+            if summary["manifest"].endswith("manifest.csv")
+            else f"(array task record {Path(summary['manifest']).name}; array.finish=true writes the manifest)"
+        )
     )
     return 0
