@@ -18,7 +18,7 @@ import pytest
 from medsynth.config import compose_stage
 from medsynth.data.phantom import make_phantom
 from medsynth.study import db as study_db
-from medsynth.study.local_server import CHROMIUM_ARGS, LocalStudyServer, chromium_path
+from medsynth.study.local_server import LocalStudyServer, chromium_path
 from medsynth.study.questions import load_questions
 from medsynth.study.service import StudyService
 from medsynth.study.testing import free_port
@@ -71,16 +71,6 @@ def server(tmp_path_factory):
     with LocalStudyServer(cfg, root) as base:
         yield base, tokens, root
     study_db.dispose_engines()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
-        yield browser
-        browser.close()
 
 
 def _idle(page):

@@ -187,3 +187,30 @@ def test_help_for_every_command(capsys):
     for command in ("create", "add-reader", "serve", "export", "demo", "simulate"):
         code, out, _ = _run([command, "--help"], capsys)
         assert code == 0 and f"medsynth study {command}" in out and "repeat_fraction" in out
+
+
+def test_create_prepares_raw_real_scans_with_prepare_inputs(dirs, tmp_path, capsys):
+    """Raw real scans (no preprocessing.json) are refused, then prepared like the synthetic set."""
+    import shutil
+
+    from medsynth.config import compose_stage
+    from medsynth.data.prepare import prepare_dataset
+    from medsynth.io.fingerprint import read_fingerprint
+
+    raw, syn = tmp_path / "raw", tmp_path / "syn"
+    shutil.copytree(dirs / "real", raw)
+    (raw / "preprocessing.json").unlink()
+    shutil.copytree(dirs / "syn", tmp_path / "syn_raw")
+    (tmp_path / "syn_raw" / "preprocessing.json").unlink()
+    prepare_dataset(compose_stage("data_prepare", [  # a synthetic set truly in a prepared space
+        f"input={tmp_path / 'syn_raw'}", f"out_dir={syn}", "shape=[16,16,16]", "spacing=[12,12,12]",
+        "num_workers=1", "progress=false",
+    ]))  # fmt: skip
+    db = f"db=sqlite:///{tmp_path / 's.db'}"
+    args = ["create", db, f"real_dir={raw}", f"synthetic_dir={syn}", "n_cases=8", *SMALL]
+    code, _, err = _run(args, capsys)
+    assert code == 2 and "real_dir: " in err and "prepare_inputs=true" in err
+    assert not (tmp_path / "s.db").exists()
+    code, out, err = _run([*args, "prepare_inputs=true", f"prepared_dir={tmp_path / 'prep'}"], capsys)
+    assert code == 0 and "4 real + 4 synthetic" in out, err
+    assert read_fingerprint(tmp_path / "prep", "real") == read_fingerprint(syn, "synthetic")

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from medsynth import __version__
 from medsynth.config import require
+from medsynth.data.prepare import prepare_like
 from medsynth.errors import ConfigError, InputFileError
 from medsynth.io.atomic import atomic_path, atomic_write_text, remove_stale_temporaries
 from medsynth.io.fingerprint import (
@@ -120,7 +121,8 @@ def resolve_inputs(cfg: DictConfig, out_dir: Path) -> EvaluationSets:
     for key in [k for k in folders if k != "synthetic_dir"]:
         if cfg.prepare_inputs and read_fingerprint(folders[key], key) is None:
             target = out_dir / "prepared_inputs" / key.removesuffix("_dir")
-            folders[key] = _prepare_like(folders[key], target, reference, cfg)
+            workers, progress = int(cfg.num_workers), bool(cfg.progress)
+            folders[key] = prepare_like(folders[key], target, reference, workers, progress)
             files[key] = list_volume_files(folders[key], key, minimum=1)
             prepared[key] = str(folders[key])
         require_same_fingerprint({"synthetic_dir": synthetic_dir, key: folders[key]}, hint=hint)
@@ -133,17 +135,6 @@ def resolve_inputs(cfg: DictConfig, out_dir: Path) -> EvaluationSets:
     )
 
 
-def _prepare_like(source: Path, target: Path, fingerprint: dict, cfg: DictConfig) -> Path:
-    """``medsynth data prepare`` of ``source`` into ``target`` with ``fingerprint``'s settings."""
-    from medsynth.config import compose_stage
-    from medsynth.data.prepare import overrides_from_fingerprint, prepare_dataset
-
-    overrides = [f"input={source}", f"out_dir={target}", f"num_workers={max(1, int(cfg.num_workers))}"]
-    overrides += [f"progress={str(bool(cfg.progress)).lower()}", *overrides_from_fingerprint(fingerprint)]
-    prepare_dataset(compose_stage("data_prepare", overrides))
-    return target
-
-
 def load_set(files: Sequence[Path], fingerprint: dict) -> list[np.ndarray]:
     """Checked volumes (X, Y, Z) float32 of one set; each must have the fingerprint's grid shape."""
     shape = [int(s) for s in fingerprint["shape"]]
@@ -151,7 +142,7 @@ def load_set(files: Sequence[Path], fingerprint: dict) -> list[np.ndarray]:
     for path, volume in zip(files, volumes, strict=True):
         if list(volume.shape) != shape:
             raise InputFileError(
-                path, f"shape {list(volume.shape)} differs from the folder's preprocessing fingerprint {shape}"
+                path, f"shape {list(volume.shape)} differs from the set's preprocessing fingerprint {shape}"
             )
     return volumes
 
@@ -189,7 +180,9 @@ def feature_metric_values(
     return values
 
 
-def network_metric_values(real: np.ndarray, synthetic: np.ndarray, cfg: DictConfig, exact: bool = False) -> dict:
+def network_metric_values(
+    real: np.ndarray, synthetic: np.ndarray, cfg: DictConfig, exact: bool = False
+) -> dict:
     """fid3d (MONAI FIDMetric when ``exact``, else the equivalent sample form) and kid3d."""
     fid = (
         set_metrics.frechet_distance_of_features(real, synthetic)
@@ -223,9 +216,9 @@ def set_metric_entries(
         out["ms_ssim_real"] = set_metrics.pair_mean(*real_pairs, ri)
         out["ms_ssim_synthetic"] = set_metrics.pair_mean(*synthetic_pairs, si)
         if network is not None:
-            out |= network_metric_values(
-                network[0] if ri is None else network[0][ri], network[1] if si is None else network[1][si], cfg, exact
-            )
+            net_real = network[0] if ri is None else network[0][ri]
+            net_synthetic = network[1] if si is None else network[1][si]
+            out |= network_metric_values(net_real, net_synthetic, cfg, exact)
         return out
 
     point = values(None, None, exact=bool(cfg.radiomics.frd_exact))
@@ -319,14 +312,18 @@ def evaluate(cfg: DictConfig) -> EvaluationResult:
     names = case_ids(synthetic_files)
     bins = int(cfg.per_image.histogram_bins)
     real_histogram = np.mean([per_image.intensity_histogram(v, bins, mask) for v in real_unit], axis=0)
-    real_similarity, real_index = per_image.nearest_neighbour_correlation(synthetic_unit, real_unit, mask=mask)
+    real_similarity, real_index = per_image.nearest_neighbour_correlation(
+        synthetic_unit, real_unit, mask=mask
+    )
     table = pd.DataFrame(
         {
             "case_id": names,
             "feature_distance": per_image.feature_distance_to_real(space.synthetic),
             "nn_real_feature_distance": per_image.nearest_real_feature_distance(space.synthetic, space.real),
             "nn_real_similarity": real_similarity,
-            "histogram_distance": [per_image.histogram_distance(v, real_histogram, mask) for v in synthetic_unit],
+            "histogram_distance": [
+                per_image.histogram_distance(v, real_histogram, mask) for v in synthetic_unit
+            ],
             "slice_consistency": [per_image.slice_consistency(v, mask) for v in synthetic_unit],
         }
     )
@@ -369,7 +366,9 @@ def evaluate(cfg: DictConfig) -> EvaluationResult:
             "n_train": len(train_files) if train_files else None,
             "fingerprint": sets.fingerprint,
             "prepared_inputs": sets.prepared,
-            "radiomics": {**settings.as_dict(), "frd_score": _frd_score_version(), "n_features": len(real_table.names)},
+            "radiomics": {
+                **settings.as_dict(), "frd_score": _frd_score_version(), "n_features": len(real_table.names)
+            },
             "frd_definitions": {"frd": "frd-score's value: ln(d^2) (v1) / d^2 (v0)", "frd_paper": "ln(d)",
                                 "frd_d2": "d^2, squared Frechet distance"},
             **uncertainty,
