@@ -52,8 +52,9 @@ def test_wavelet_rejects_odd_sizes_and_pixel_is_identity():
 
 def test_build_representation_and_default():
     assert build_representation("wavelet").name == "wavelet"
-    assert default_representation_name((64, 64, 64)) == "wavelet"
-    assert default_representation_name((32, 64, 64)) == "pixel"
+    assert default_representation_name((64, 64, 64), 64) == "wavelet"
+    assert default_representation_name((32, 64, 64), 64) == "pixel"
+    assert default_representation_name((32, 64, 64), 32) == "wavelet"
     with pytest.raises(ConfigError, match="model.representation"):
         build_representation("fourier")
 
@@ -79,15 +80,17 @@ def test_conditioned_unet_null_condition_and_drop_mask():
 
 def test_ema_warmup_and_frozen():
     net = torch.nn.Linear(2, 2)
-    ema = build_ema(net, decay=0.9)
+    ema = build_ema(net, decay=0.9, warmup=True, warmup_steps=10)
     assert not any(p.requires_grad for p in ema.parameters())
     ema.update_parameters(net)  # first update copies
     assert torch.allclose(ema.module.weight, net.weight)
     with torch.no_grad():
         net.weight.add_(1.0)
     ema.update_parameters(net)  # n=1: decay min(0.9, 2/11)
-    d = WarmupEMA(0.9).current_decay(1)
+    d = WarmupEMA(0.9, True, 10).current_decay(1)
     assert d == pytest.approx(2 / 11)
+    assert WarmupEMA(0.9, True, 20).current_decay(1) == pytest.approx(2 / 21)
+    assert WarmupEMA(0.9, False, 10).current_decay(1) == 0.9
     assert torch.allclose(ema.module.weight, net.weight - d * 1.0, atol=1e-6)
 
 

@@ -52,9 +52,10 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def resolve_representation_name(name: str, shape: tuple[int, int, int]) -> str:
-    """``auto`` -> wavelet for shapes of 64^3 and above, pixel below; other names unchanged."""
-    return default_representation_name(shape) if name == "auto" else name
+def resolve_representation_name(name: str, shape: tuple[int, int, int], min_side: int) -> str:
+    """``auto`` -> wavelet when every side is >= ``min_side`` (``model.auto_wavelet_min_side``), pixel below;
+    other names unchanged."""
+    return default_representation_name(shape, min_side) if name == "auto" else name
 
 
 class DiffusionModule(pl.LightningModule):
@@ -84,7 +85,9 @@ class DiffusionModule(pl.LightningModule):
         model_cfg, diff_cfg = config["model"], config["diffusion"]
         self.geometry = geometry
         self.image_shape = tuple(int(s) for s in geometry["shape"])
-        self.representation_name = resolve_representation_name(model_cfg["representation"], self.image_shape)
+        self.representation_name = resolve_representation_name(
+            model_cfg["representation"], self.image_shape, int(model_cfg["auto_wavelet_min_side"])
+        )
         self.label_classes = int(geometry.get("label_classes", 0))  # paired image + label model when > 0
         self.representation = build_paired_representation(self.representation_name, self.label_classes)
         channels = self.representation.latent_shape(self.image_shape)[0]
@@ -99,7 +102,10 @@ class DiffusionModule(pl.LightningModule):
             covariate_std=covariate_std,
         )
         self.ema = build_ema(
-            self.network, float(model_cfg["ema_decay"]), bool(model_cfg.get("ema_warmup", True))
+            self.network,
+            float(model_cfg["ema_decay"]),
+            bool(model_cfg.get("ema_warmup", True)),
+            int(model_cfg["ema_warmup_steps"]),
         )
         if model_cfg.get("gradient_checkpointing", False):
             self.network.enable_gradient_checkpointing()
@@ -224,7 +230,13 @@ class DiffusionModule(pl.LightningModule):
             if self.trainer.max_steps and self.trainer.max_steps > 0
             else int(self.trainer.estimated_stepping_batches)
         )
-        scheduler = warmup_cosine(optimizer, int(optim["warmup_steps"]), total, float(optim["min_lr_ratio"]))
+        scheduler = warmup_cosine(
+            optimizer,
+            int(optim["warmup_steps"]),
+            total,
+            float(optim["min_lr_ratio"]),
+            float(optim["warmup_start_factor"]),
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ------------------------------------------------------------------ sampling contract

@@ -24,10 +24,11 @@ from medsynth.errors import ConfigError, InputFileError
 from medsynth.io.atomic import atomic_write_text, remove_stale_temporaries
 from medsynth.io.fingerprint import PREPROCESSING_FILE
 from medsynth.models.bundle import SamplingBundle
+from medsynth.models.precision import resolve_device
 from medsynth.sampling.array import array_role, check_task_records, shard, write_task_record
 from medsynth.sampling.contact_sheet import write_contact_sheet
 from medsynth.sampling.export import check_export_settings, read_settings_key
-from medsynth.sampling.generate import resolve_device, resolve_precision, validate_conditions
+from medsynth.sampling.generate import sampling_precision, validate_conditions
 from medsynth.sampling.manifest import manifest_rows, write_datalist, write_manifest
 from medsynth.sampling.plan import GenerationSettings, SampleSpec, build_plan
 from medsynth.sampling.samplers import build_sampler
@@ -68,10 +69,7 @@ def target_device(cfg: DictConfig) -> torch.device:
         )
         return torch.device("cuda" if cuda else "cpu")
     device = str(cfg.device)
-    try:
-        resolved = resolve_device(None if device == "auto" else device)
-    except RuntimeError as err:
-        raise ConfigError("device", " ".join(str(err).split())) from None
+    resolved = resolve_device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device", f"'{device}' asked for but CUDA is not available here (use device=cpu)")
     return resolved
@@ -98,7 +96,7 @@ def prepare(cfg: DictConfig, bundle: SamplingBundle) -> tuple[GenerationSettings
         eta=solver.eta if solver.spec.uses_eta else (1.0 if sampler_name == "ddpm" else 0.0),
         grid=solver.grid_kind,
         guidance_scale=float(cfg.guidance_scale),
-        precision=resolve_precision(str(cfg.precision), device),
+        precision=sampling_precision(str(cfg.precision), device),
         intensity=str(cfg.intensity),
         dtype=str(cfg.dtype),
         base_seed=int(cfg.seed),

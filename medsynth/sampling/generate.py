@@ -19,20 +19,12 @@ import torch
 
 from medsynth.errors import ConfigError
 from medsynth.models.bundle import SamplingBundle
+from medsynth.models.precision import resolve_device, resolve_precision
 from medsynth.sampling.samplers import build_sampler, make_denoiser
 
+#: sample ``precision`` values (aliases of Lightning's names, see ``medsynth.models.precision``)
 PRECISIONS = ("auto", "32", "bf16", "16")
-_PRECISION_ALIASES = {
-    "auto": "auto",
-    "32": "32",
-    "fp32": "32",
-    "32-true": "32",
-    "bf16": "bf16",
-    "bf16-mixed": "bf16",
-    "16": "16",
-    "fp16": "16",
-    "16-mixed": "16",
-}
+AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16, "32-true": None}
 
 
 def sample_seed(seed: int, index: int) -> int:
@@ -41,45 +33,24 @@ def sample_seed(seed: int, index: int) -> int:
     return int((int(state[0]) << 31) ^ int(state[1]))
 
 
-def resolve_device(device: torch.device | str | None) -> torch.device:
-    """``None``: the first CUDA device if there is one, else the CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """bfloat16 runs natively: CUDA with bf16 support, or an x86 CPU with AVX-512 BF16 / AMX."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-        amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-        return bool((check and check()) or (amx and amx()))
-    return False
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> ``bf16`` where the device runs it natively, else ``32``; validates the name."""
-    key = _PRECISION_ALIASES.get(str(precision))
-    if key is None:
+def sampling_precision(precision: str, device: torch.device) -> str:
+    """``precision`` as a Lightning name the sampler can run on ``device`` (``auto``: bf16 where native)."""
+    resolved = resolve_precision(str(precision), device)
+    if resolved not in AUTOCAST_DTYPES:
         raise ConfigError(
             "precision", f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})"
         )
-    if key == "auto":
-        return "bf16" if bf16_supported(device) else "32"
-    if key == "16" and device.type != "cuda":
+    if resolved == "16-mixed" and device.type != "cuda":
         raise ConfigError("precision", "fp16 autocast needs a CUDA device; use bf16 or 32 on the CPU")
-    return key
+    return resolved
 
 
 def autocast(device: torch.device, precision: str):
     """Autocast context for the network forward pass (the sampler update itself runs in float64)."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    if precision == "16":
-        return torch.autocast(device_type=device.type, dtype=torch.float16)
-    return contextlib.nullcontext()
+    dtype = AUTOCAST_DTYPES[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @dataclass
@@ -172,7 +143,7 @@ def iter_generate(
     seeds = [int(s) for s in seeds]
     labels, covs = validate_conditions(bundle, len(seeds), guidance_scale, class_labels, covariates)
     device = resolve_device(device)
-    precision = resolve_precision(precision, device)
+    precision = sampling_precision(precision, device)
     solver = build_sampler(sampler, bundle.diffusion, steps, eta, grid)
     n_evals = solver.network_evaluations
     latent = tuple(bundle.representation.latent_shape(tuple(bundle.geometry.shape)))
