@@ -6,8 +6,10 @@
   next batch) against ``run_training_batch`` (forward, backward, optimizer, EMA).
 - :func:`quality_check`: ``medsynth train experiment=demo`` on the brain demo for a fixed number of
   steps, ``medsynth sample`` with the fast sampler and with DDPM-1000 from the same checkpoint,
-  and the Fréchet Radiomics Distance of each set to the training data
-  (``medsynth.metrics.radiomics_features.extract_features`` + ``set_metrics.frechet_radiomics_distance``).
+  and the squared Fréchet Radiomics Distance d^2 of each set to the training data
+  (``medsynth.metrics.radiomics_features.extract_features`` + ``set_metrics.radiomics_frechet_d2``),
+  the relative gap on d^2 with a bootstrap interval, and d^2 between two halves of the training data
+  (what real vs real scores).
 """
 
 from __future__ import annotations
@@ -97,7 +99,8 @@ def quality_check(
     from medsynth.config import compose_stage
     from medsynth.metrics.evaluation import radiomics_settings
     from medsynth.metrics.radiomics_features import extract_features
-    from medsynth.metrics.set_metrics import frechet_radiomics_distance
+    from medsynth.metrics.set_metrics import frd_family, radiomics_frechet_d2
+    from medsynth.metrics.uncertainty import bootstrap_intervals, split_halves
     from medsynth.sampling.cli import main as sample_main
     from medsynth.train import main as train_main
 
@@ -146,16 +149,31 @@ def quality_check(
     cache = work / "radiomics_cache"
     start = time.perf_counter()
     real = extract_features(sorted(prepared.glob("*.nii.gz")), settings, cache_dir=cache, progress=False)
-    frd = {}
-    for label, files in sets.items():
-        table = extract_features(files, settings, cache_dir=cache, progress=False)
-        frd[label] = frechet_radiomics_distance(real.values, table.values, settings.frd_version)
+    tables = {
+        label: extract_features(files, settings, cache_dir=cache, progress=False).values
+        for label, files in sets.items()
+    }
+    version = settings.frd_version
+
+    def gap(ri, si) -> dict:
+        fast = radiomics_frechet_d2(real.values[ri], tables["fast"][si], version)
+        ddpm = radiomics_frechet_d2(real.values[ri], tables["ddpm1000"][si], version)
+        return {"gap": (fast - ddpm) / ddpm if ddpm > 0 else None}
+
+    d2 = {label: radiomics_frechet_d2(real.values, table, version) for label, table in tables.items()}
+    ci = bootstrap_intervals(gap, len(real.values), num_samples, 200, 0.95, seed=0)["gap"]
+    half_a, half_b = split_halves(len(real.values), 0)
+    floor = radiomics_frechet_d2(real.values[half_a], real.values[half_b], version)
     timings["frd_s"] = time.perf_counter() - start
     fast_sampler_steps = compose_stage("sample", [f"sampler={fast_sampler}"]).sampler.steps
     return {
-        "frd_fast": frd["fast"],
-        "frd_ddpm1000": frd["ddpm1000"],
-        "relative_gap": (frd["fast"] - frd["ddpm1000"]) / max(abs(frd["ddpm1000"]), 1e-12),
+        "frd_d2_fast": d2["fast"],
+        "frd_d2_ddpm1000": d2["ddpm1000"],
+        "frd_fast": frd_family(d2["fast"], version)["frd"],
+        "frd_ddpm1000": frd_family(d2["ddpm1000"], version)["frd"],
+        "relative_gap_d2": (d2["fast"] - d2["ddpm1000"]) / d2["ddpm1000"],
+        "relative_gap_d2_ci": ci,
+        "frd_d2_real_halves": floor,
         "fast_sampler": f"{fast_sampler}-{fast_sampler_steps}",
         "num_samples": num_samples,
         "num_real": len(real.values),

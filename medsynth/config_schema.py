@@ -166,6 +166,7 @@ class SampleSchema:
 class RadiomicsSchema:
     frd_version: str = knob("v1", choices=("v0", "v1"))
     mask: str = knob("whole", choices=("whole", "foreground"))
+    frd_exact: bool = True
 
 
 @dataclass
@@ -188,6 +189,26 @@ class MsSsimSchema:
 
 
 @dataclass
+class ConfidenceIntervalSchema:
+    n_resamples: int = count(200)
+    level: float = knob(0.95, low=0.0, high=1.0, low_open=True)
+
+
+@dataclass
+class PerImageSchema:
+    foreground_threshold: float = fraction(0.1)
+    mask_min_fraction: float = fraction(0.5)
+
+
+@dataclass
+class MemorisationSchema:
+    quantile: float = fraction(0.9)
+    distance_ratio: float = knob(0.5, low=0.0)
+    min_similarity: float = knob(0.9, low=-1.0, high=1.0)
+    max_shift: int | None = count(1, low=0)
+
+
+@dataclass
 class EvaluateSchema:
     real_dir: str | None = None
     synthetic_dir: str | None = None
@@ -201,6 +222,10 @@ class EvaluateSchema:
     prdc: PrdcSchema = field(default_factory=PrdcSchema)
     kid: KidSchema = field(default_factory=KidSchema)
     ms_ssim: MsSsimSchema = field(default_factory=MsSsimSchema)
+    prepare_inputs: bool = False
+    ci: ConfidenceIntervalSchema = field(default_factory=ConfidenceIntervalSchema)
+    per_image: PerImageSchema = field(default_factory=PerImageSchema)
+    memorisation: MemorisationSchema = field(default_factory=MemorisationSchema)
 
 
 # ------------------------------------------------------------------------------------ study
@@ -223,6 +248,7 @@ class StudySchema:
     min_repeat_gap: int = count(3, low=0)
     seed: int = 0
     allow_back: bool = False
+    prepare_inputs: bool = False
     role: str = knob("reader", choices=("reader", "admin"))
     modality: str | None = knob(None, choices=("mr", "ct"))
     port: int = knob(8501, low=1, high=65535)
@@ -301,6 +327,27 @@ class TrainSchema:
     data: TrainDataSchema = field(default_factory=TrainDataSchema)
 
 
+# ------------------------------------------------------------------------------------ utility
+@dataclass
+class UtilityTrainSchema:
+    max_steps: int = count(100)
+    batch_size: int = count(4)
+    lr: float = knob(3.0e-3, low=0.0, low_open=True)
+    weight_decay: float = knob(1.0e-5, low=0.0)
+    flip_prob: float = fraction(0.5)
+
+
+@dataclass
+class UtilitySchema:
+    out_dir: str | None = knob(None, kind="out_dir")
+    test_fraction: float = knob(0.3, low=0.0, high=1.0, low_open=True)
+    split_seed: int = 0
+    train: UtilityTrainSchema = field(default_factory=UtilityTrainSchema)
+    bootstrap: BootstrapSchema = field(default_factory=BootstrapSchema)
+    figures: bool = True
+    progress: bool = True
+
+
 #: config name (conf/<name>.yaml) -> schema
 SCHEMAS: dict[str, type] = {
     "data_prepare": DataPrepareSchema,
@@ -309,6 +356,7 @@ SCHEMAS: dict[str, type] = {
     "evaluate": EvaluateSchema,
     "study": StudySchema,
     "analyze": AnalyzeSchema,
+    "utility": UtilitySchema,
     "config": TrainSchema,
 }
 

@@ -48,8 +48,11 @@ OmegaConf.register_new_resolver("medsynth_gpus", gpus_per_node, replace=True)
 # ---------------------------------------------------------------------------------------------- checks
 def check_config(cfg: DictConfig) -> None:
     """Validate what can be checked before loading data (one :class:`ConfigError` per problem)."""
+    from medsynth.config_schema import validate_config
     from medsynth.models.losses import LOSSES, PREDICTION_TYPES, SCHEDULES
     from medsynth.models.representation import REPRESENTATIONS
+
+    validate_config(cfg, CONFIG_NAME)  # typed schema (ConfigStore medsynth_schema/config), sweeps too
 
     root = cfg.data.get("root")
     if root in (None, "", "???"):

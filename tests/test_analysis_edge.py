@@ -136,7 +136,7 @@ def test_bad_keys_and_files(tmp_path, capsys):
     code, err, _ = run(capsys, f"ratings={ratings}", f"per_image={bad_pi}", f"out_dir={tmp_path / 'o'}")
     assert code == 2 and len(err) == 1 and "missing column(s): case_id" in err[0]
     code, err, _ = run(capsys, f"ratings={ratings}", "alpha=2", f"out_dir={tmp_path / 'o'}")
-    assert code == 2 and err == ["medsynth analyze: error: alpha: must lie in (0, 1), got 2.0"]
+    assert code == 2 and len(err) == 1 and err[0].startswith("medsynth analyze: error: alpha: ") and "2.0" in err[0]
     assert not (tmp_path / "o").exists()
 
 

@@ -113,9 +113,18 @@ def write_model_study(tmp_path):
     metrics = {"good": (5.0, 0.2), "mid": (9.0, 0.5), "bad": (20.0, 0.1)}
     for model, (frd, bogus) in metrics.items():
         (tmp_path / "sets" / model).mkdir(parents=True)
+        entry = {"target": None, "ci": None, "floor": None}
         (tmp_path / "sets" / model / "metrics.json").write_text(
             json.dumps(
-                {"frd": frd, "kid": {"mean": frd / 100, "std": 0.01}, "bogus_score": bogus, "n_real": 30}
+                {
+                    "schema": 2,
+                    "metrics": {
+                        "frd": {"value": frd, "better": "lower", **entry},
+                        "kid": {"value": 0.01, "better": "lower", **entry},  # the same for every model
+                        "bogus_score": {"value": bogus, "better": "higher", **entry},
+                    },
+                    "settings": {"n_real": 30, "z_clip": 10.0},
+                }
             )
         )
     per_image = pd.DataFrame({"case_id": [f"syn_{i:03d}" for i in range(60)], "m": np.arange(60.0)})
@@ -146,15 +155,18 @@ def test_model_ranking_through_the_cli(tmp_path, capsys, form):
     ranking = summary["model_ranking"]
     assert {p.name for p in (out / "figures").glob("*.png")} == {"roc.png", "realism.png", "metrics.png"}
     assert ranking["expert_ranking"] == ["good", "mid", "bad"]
-    assert set(ranking["metrics"]) == {"frd", "kid.mean", "kid.std", "bogus_score"}  # n_real is bookkeeping
+    assert set(ranking["metrics"]) == {"frd", "kid", "bogus_score"}  # settings are never ranked
     frd = ranking["metrics"]["frd"]
-    assert frd["lower_is_better"] and frd["ranking"] == ["good", "mid", "bad"]
+    assert frd["better"] == "lower" and frd["ranking"] == ["good", "mid", "bad"]
     assert frd["spearman_rho"] == pytest.approx(1.0) and frd["kendall_tau"] == pytest.approx(1.0)
     bogus = ranking["metrics"]["bogus_score"]
     expert = [ranking["models"][m]["mean_realism"] for m in ("good", "mid", "bad")]
     assert bogus["spearman_rho"] == pytest.approx(stats.spearmanr([0.2, 0.5, 0.1], expert).statistic)
-    assert ranking["metrics"]["kid.std"]["spearman_rho"] is None  # constant across models
-    assert "frd ranked the 3 models exactly as the experts did" in capsys.readouterr().out
+    assert ranking["metrics"]["kid"]["spearman_rho"] is None  # constant across models
+    assert ranking["metrics"]["kid"]["ranking"] == ["bad = good = mid"]
+    out = capsys.readouterr().out
+    assert "frd (lower is better) ranked the 3 models exactly as the experts did" in out
+    assert "kid tied all 3 models" in out
     # MRMC treatment comparison: readers tell the realistic model's scans from real ones less well
     models = summary["mrmc"]["models"]
     assert models["auc"]["good"] < models["auc"]["mid"] < models["auc"]["bad"]

@@ -12,6 +12,7 @@ import pytest
 from medsynth import cli
 from medsynth.data.phantom import make_phantom
 from medsynth.study import db as study_db
+from tests.test_metrics_cli import FINGERPRINT, write_fingerprint
 
 SMALL = ["render.grid=[16,16,16]", "render.png_size=64"]
 FAST = ["bootstrap.n_resamples=50", "report.dpi=40"]
@@ -30,6 +31,7 @@ def test_analyze_reads_a_study_database(tmp_path, capsys):
         for i in range(5):
             vol, affine, _ = make_phantom((16, 16, 16), rng)
             nib.save(nib.Nifti1Image(vol, affine), str(tmp_path / sub / f"{prefix}_{i:04d}.nii.gz"))
+        write_fingerprint(tmp_path / sub, FINGERPRINT | {"shape": [16, 16, 16]})  # study create checks it
     url = f"sqlite:///{tmp_path / 's.db'}"
     steps = [
         [

@@ -279,3 +279,14 @@ def test_csv_row_pointing_to_a_folder_of_several_series(tmp_path, capsys):
     assert _prepare(csv, tmp_path / "out") == 0
     manifest = pd.read_csv(tmp_path / "out" / "manifest.csv")
     assert list(manifest["series_instance_uid"]) == [ct] and list(manifest["label"]) == [1]
+
+
+def test_pydicom_warnings_become_medsynth_warnings(tmp_path, capsys):
+    def odd_uid(k, ds):
+        ds.SeriesInstanceUID = "1.2.840.99_x"  # not a valid UI value: pydicom warns when reading it
+
+    with pytest.warns(UserWarning):
+        write_series(tmp_path / "src" / "ct", n=6, edit=odd_uid)
+    assert _prepare(tmp_path / "src", tmp_path / "out") == 0
+    err = capsys.readouterr().err
+    assert "medsynth data prepare: warning:" in err and "pydicom: Invalid value for VR UI: '1.2.840.99_x'" in err

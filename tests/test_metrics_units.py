@@ -9,12 +9,12 @@ import torch
 from medsynth.data.phantom import make_phantom
 from medsynth.errors import ConfigError, InputFileError
 from medsynth.metrics import per_image, set_metrics
-from medsynth.metrics.volume_folder import list_volume_files, robust_unit_range
+from medsynth.metrics.volume_folder import list_volume_files
 
 
 def _phantoms(n: int, size: int, seed: int) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
-    return [robust_unit_range(make_phantom((size,) * 3, rng)[0], (0.5, 99.5)) for _ in range(n)]
+    return [make_phantom((size,) * 3, rng)[0] for _ in range(n)]  # values in [0, 1], background 0
 
 
 @pytest.mark.parametrize(("size", "scales"), [(32, 3), (64, 4), (128, 5)])
@@ -49,8 +49,9 @@ def test_identical_feature_sets_give_identity_values():
     rng = np.random.default_rng(2)
     raw = rng.lognormal(size=(12, 40))
     space = set_metrics.FeatureSpace.standardise(raw, raw, [f"f{i}" for i in range(40)])
-    assert set_metrics.frechet_radiomics_distance(raw, raw, "v1") == 0.0
-    assert set_metrics.frechet_radiomics_distance(raw, raw, "v0") == 0.0
+    assert set_metrics.radiomics_frechet_d2(raw, raw, "v1") == 0.0
+    assert set_metrics.radiomics_frechet_d2(raw, raw, "v0") == 0.0
+    assert set_metrics.frd_family(0.0) == {"frd": None, "frd_paper": None, "frd_d2": 0.0}
     assert set_metrics.maximum_mean_discrepancy(space.real, space.synthetic) == 0.0
     assert set_metrics.kernel_inception_distance(space.real, space.synthetic) == 0.0
     prdc = set_metrics.precision_recall_density_coverage(space.real, space.synthetic, 5)
@@ -75,10 +76,37 @@ def test_slice_consistency_drops_for_shuffled_slices():
 def test_nearest_neighbour_and_memorisation_threshold():
     train = _phantoms(6, 24, 4)
     others = _phantoms(4, 24, 5)
-    threshold = per_image.memorisation_threshold(train, distance_ratio=0.5, min_similarity=0.9)
-    similarity, index = per_image.nearest_neighbour_correlation([train[3], *others], train)
+    threshold, record = per_image.memorisation_threshold(train, distance_ratio=0.5, min_similarity=0.9)
+    assert record["n_train"] == 6 and threshold >= 0.9
+    similarity, index = per_image.nearest_neighbour_correlation([train[3], *others], train, max_shift=1)
     assert similarity[0] == pytest.approx(1.0) and index[0] == 3
     assert similarity[0] > threshold and (similarity[1:] < threshold).all()
+
+
+def test_per_image_scores_use_the_shared_mask():
+    volumes = _phantoms(3, 24, 8)
+    mask = per_image.shared_foreground_mask(volumes, 0.1, 0.5)
+    assert 0 < mask.sum() < mask.size
+    changed = volumes[0].copy()
+    changed[~mask] = 0.9  # background outside the shared mask is not judged
+    reference = per_image.intensity_histogram(volumes[0], 64, mask)
+    assert per_image.histogram_distance(changed, reference, mask) == pytest.approx(0.0, abs=1e-12)
+    assert per_image.histogram_distance(changed, reference) > 0.1
+    assert per_image.slice_consistency(changed, mask) == pytest.approx(per_image.slice_consistency(volumes[0], mask))
+
+
+def test_z_score_and_frd_match_frd_score_functions():
+    from frd_score import frd
+
+    rng = np.random.default_rng(3)
+    real = rng.normal(5.0, 2.0, size=(9, 40)).astype(np.float32)
+    real[:, 3] = 1.0  # constant over the reference: inf, dropped afterwards as frd-score v1 does
+    synthetic = rng.normal(5.5, 2.0, size=(7, 40)).astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected = frd.z_score_normalize(synthetic, 0, 1, base_distribution=real, replace_nan=False, handle_std_zero=False)
+    np.testing.assert_array_equal(set_metrics.z_score_by_reference(synthetic, real), expected)
+    exact = set_metrics.radiomics_frechet_d2(real, synthetic, "v1", exact=True)
+    assert set_metrics.radiomics_frechet_d2(real, synthetic, "v1") == pytest.approx(exact, rel=1e-6)
 
 
 def test_histogram_distance_is_zero_for_same_volume_and_grows_with_shift():

@@ -13,6 +13,7 @@ from medsynth.study import audit as study_audit
 from medsynth.study import db as study_db
 from medsynth.study.models import Study
 from medsynth.study.service import StudyService
+from tests.test_metrics_cli import FINGERPRINT, write_fingerprint
 
 SMALL = ["render.grid=[16,16,16]", "render.png_size=48", "n_cases=16"]
 
@@ -26,7 +27,9 @@ def _dispose():
 @pytest.fixture(scope="module")
 def sets(tmp_path_factory):
     """real: phantoms in raw scanner-like units on a 16^3 grid; leaky: synthetic in model units
-    [-1, 1] on a 24^3 grid; clean: synthetic from the same space as real."""
+    [-1, 1] on a 24^3 grid; clean: synthetic from the same space as real. Every folder carries the
+    same preprocessing fingerprint: the leaky one's is wrong (copied), which the fingerprint check
+    cannot see and the audit must."""
     root = tmp_path_factory.mktemp("audit")
     rng = np.random.default_rng(5)
     for name in ("real", "leaky", "clean"):
@@ -38,6 +41,8 @@ def sets(tmp_path_factory):
         nib.save(nib.Nifti1Image((vol * 2 - 1).astype(np.float32), affine), str(root / "leaky" / f"s_{i}.nii.gz"))
         vol, affine, _ = make_phantom((16, 16, 16), rng)
         nib.save(nib.Nifti1Image((vol * 900 + 100).astype(np.float32), affine), str(root / "clean" / f"c_{i}.nii.gz"))
+    for name in ("real", "leaky", "clean"):
+        write_fingerprint(root / name, FINGERPRINT | {"shape": [16, 16, 16]})
     return root
 
 
@@ -85,7 +90,7 @@ def test_channels_are_a_registry_others_can_extend(sets, tmp_path):
 
     try:
         data = study_audit.AuditInput(
-            [str(p) for p in sorted((sets / "real").iterdir())] + [str(p) for p in sorted((sets / "clean").iterdir())],
+            [str(p) for p in sorted((sets / "real").glob("*.nii.gz"))] + [str(p) for p in sorted((sets / "clean").glob("*.nii.gz"))],
             [0] * 8 + [1] * 8,
         )
         data.showings = study_audit.planned_showings(16, "0" * 64, 0.0, 3, 1)

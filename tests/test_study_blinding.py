@@ -23,6 +23,7 @@ from medsynth.study.assignment import (
 from medsynth.study.creation import volume_files
 from medsynth.study.models import Assignment, Case, Reader, Study
 from medsynth.study.service import StudyService
+from tests.test_metrics_cli import FINGERPRINT, write_fingerprint
 
 SMALL = ["render.grid=[8,8,8]", "render.png_size=32"]
 N_CASES = 40
@@ -45,6 +46,7 @@ def dirs(tmp_path_factory):
         for i in range(24):
             vol, affine, _ = make_phantom((12, 12, 12), rng)
             nib.save(nib.Nifti1Image(vol, affine), str(root / sub / f"{prefix}_{i:04d}.nii.gz"))
+        write_fingerprint(root / sub, FINGERPRINT | {"shape": [12, 12, 12]})  # one preprocessing space
     return root
 
 

@@ -14,6 +14,7 @@ from medsynth.data.phantom import make_phantom
 from medsynth.study import db as study_db
 from medsynth.study.export import REQUIRED_COLUMNS
 from medsynth.study.service import StudyService
+from tests.test_metrics_cli import FINGERPRINT, write_fingerprint
 
 SMALL = ["render.grid=[16,16,16]", "render.png_size=64"]
 
@@ -36,6 +37,8 @@ def dirs(tmp_path_factory):
     pd.DataFrame(
         {"file": [f"sample_{i:04d}.nii.gz" for i in range(5)], "checkpoint": "run/last.ckpt"}
     ).to_csv(root / "syn" / "manifest.csv", index=False)
+    for sub in ("real", "syn"):  # one preprocessing space (study create checks it)
+        write_fingerprint(root / sub, FINGERPRINT | {"shape": [16, 16, 16]})
     return root
 
 
@@ -156,6 +159,8 @@ def test_demo_builds_a_study_with_private_tokens(tmp_path, capsys):
         (["add-reader", "db=sqlite:///{tmp}/s.db", "name=bob", "role=boss"], "role"),
         (["export", "db=sqlite:///{tmp}/s.db", "study=none"], "study"),
         (["frobnicate"], "frobnicate"),
+        (["create", "db=sqlite:///{tmp}/s.db", "real_dir={raw}", "synthetic_dir={syn}"], "real_dir: "),
+        (["create", "db=sqlite:///{tmp}/s.db", "real_dir={other}", "synthetic_dir={syn}"], "differs from synthetic_dir's in shape"),
         (["serve", "db=sqlite:///{tmp}/empty.db"], "holds no study"),
         (["add-reader", "name=x"], "db"),
         (
@@ -165,13 +170,47 @@ def test_demo_builds_a_study_with_private_tokens(tmp_path, capsys):
     ],
 )
 def test_bad_input_is_one_line(args, needle, dirs, tmp_path, capsys):
-    args = [a.format(tmp=tmp_path, real=dirs / "real", syn=dirs / "syn") for a in args]
+    import shutil
+
+    raw, other = tmp_path / "raw", tmp_path / "other"  # no fingerprint / another grid
+    shutil.copytree(dirs / "real", raw)
+    (raw / "preprocessing.json").unlink()
+    shutil.copytree(dirs / "real", other)
+    write_fingerprint(other, FINGERPRINT | {"shape": [32, 32, 32]})
+    args = [a.format(tmp=tmp_path, real=dirs / "real", syn=dirs / "syn", raw=raw, other=other) for a in args]
     code, _, err = _run(args, capsys)
     lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and needle in lines[0]
+    assert code == 2 and len(lines) == 1 and needle in lines[0], err
 
 
 def test_help_for_every_command(capsys):
     for command in ("create", "add-reader", "serve", "export", "demo", "simulate"):
         code, out, _ = _run([command, "--help"], capsys)
         assert code == 0 and f"medsynth study {command}" in out and "repeat_fraction" in out
+
+
+def test_create_prepares_raw_real_scans_with_prepare_inputs(dirs, tmp_path, capsys):
+    """Raw real scans (no preprocessing.json) are refused, then prepared like the synthetic set."""
+    import shutil
+
+    from medsynth.config import compose_stage
+    from medsynth.data.prepare import prepare_dataset
+    from medsynth.io.fingerprint import read_fingerprint
+
+    raw, syn = tmp_path / "raw", tmp_path / "syn"
+    shutil.copytree(dirs / "real", raw)
+    (raw / "preprocessing.json").unlink()
+    shutil.copytree(dirs / "syn", tmp_path / "syn_raw")
+    (tmp_path / "syn_raw" / "preprocessing.json").unlink()
+    prepare_dataset(compose_stage("data_prepare", [  # a synthetic set truly in a prepared space
+        f"input={tmp_path / 'syn_raw'}", f"out_dir={syn}", "shape=[16,16,16]", "spacing=[12,12,12]",
+        "num_workers=1", "progress=false",
+    ]))  # fmt: skip
+    db = f"db=sqlite:///{tmp_path / 's.db'}"
+    args = ["create", db, f"real_dir={raw}", f"synthetic_dir={syn}", "n_cases=8", *SMALL]
+    code, _, err = _run(args, capsys)
+    assert code == 2 and "real_dir: " in err and "prepare_inputs=true" in err
+    assert not (tmp_path / "s.db").exists()
+    code, out, err = _run([*args, "prepare_inputs=true", f"prepared_dir={tmp_path / 'prep'}"], capsys)
+    assert code == 0 and "4 real + 4 synthetic" in out, err
+    assert read_fingerprint(tmp_path / "prep", "real") == read_fingerprint(syn, "synthetic")

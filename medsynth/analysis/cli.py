@@ -32,9 +32,11 @@ DESCRIPTION = """medsynth analyze: compare blinded expert ratings with automatic
   medsynth analyze db=URL [study=NAME] per_image=CSV out_dir=DIR
       -> DIR/summary.json (DESIGN.md keys), DIR/report.html (self-contained, figures embedded),
          DIR/case_realism.csv (per-case mean realism), DIR/figures/*.png
-      Reader accuracy/sensitivity/specificity (exact binomial test, Clopper-Pearson), ROC AUC with a
-      bootstrap CI, Cohen/Fleiss kappa, Krippendorff's alpha, ICC(2,1), intra-reader agreement,
-      Mann-Whitney real vs synthetic realism, Spearman/Kendall of each per-image metric vs mean
+      MRMC (readers and cases random): OR-H for the reader-averaged AUC and accuracy, DBM beside it,
+      models compared, TOST equivalence within +- mrmc.equivalence_margin; reader
+      accuracy/sensitivity/specificity (exact binomial test, Clopper-Pearson; pooled intervals that
+      also resample readers and cases), ROC AUC with a bootstrap CI, Cohen/Fleiss kappa,
+      Krippendorff's alpha, ICC(2,1), intra-reader agreement, Mann-Whitney real vs synthetic realism, Spearman/Kendall of each per-image metric vs mean
       realism (bootstrap CIs, Holm p), and, with a `model` column plus
       set_metrics={modelA:a/metrics.json,modelB:b/metrics.json} (or a folder of <model>/metrics.json),
       agreement between the experts' ranking of the models and each set-level metric's ranking.
@@ -104,8 +106,6 @@ def settings_from_config(cfg: DictConfig) -> AnalysisSettings:
         bootstrap=BootstrapSettings(
             int(b.n_resamples), float(b.confidence_level), str(b.method), int(b.seed)
         ),
-        lower_is_better=tuple(str(p) for p in cfg.ranking.lower_is_better),
-        ignore_set_metrics=tuple(str(p) for p in cfg.ranking.ignore),
         mrmc_covariance=covariance,
         equivalence_margin=margin,
     )
@@ -175,12 +175,20 @@ def run_analyze(cfg: DictConfig) -> int:
         settings,
         [] if per_image is None else per_image.notes,
     )
+    sections: tuple[str, ...] = ()
+    if cfg.get("utility") is not None:  # medsynth utility's result beside experts and metrics
+        from medsynth.analysis.utility_section import load_utility, utility_section
+
+        utility = load_utility(str(cfg.utility))
+        result.summary["utility"] = utility
+        sections = (utility_section(utility, int(cfg.report.dpi)),)
     try:
         page, figures = render_report(
             result,
             (settings.scale_min, settings.scale_max),
             int(cfg.report.dpi),
             int(cfg.report.max_metric_panels),
+            sections,
         )
         text = json.dumps(result.summary, indent=2, allow_nan=False)
     except ValueError as err:  # a NaN escaped into the summary: a bug, but never write invalid JSON

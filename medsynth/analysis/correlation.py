@@ -7,14 +7,16 @@ against per-case mean realism over synthetic cases (joined on ``case_id``, NaN d
 
 Per model (when ratings carry a ``model`` column and set-level metrics per model are given): the
 experts rank models by the mean realism of their synthetic cases; each set-level metric ranks
-them by its value, oriented so that higher = better (``lower_is_better`` name patterns flip the
-sign of distances such as FID/FRD/KID). Agreement is Spearman/Kendall between the two, so a
-positive rho means the metric ranks the models as the experts do.
+them by its value oriented by the direction its metrics.json declares (``better``: lower, higher,
+or target = closeness to ``target``, e.g. diversity compared by distance to the real set's value),
+never by its name; ``settings`` are never ranked. Equal values are ties, reported as such. Agreement
+is Spearman/Kendall between the two, so a positive rho means the metric ranks the models as the
+experts do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
 
 import numpy as np
 import pandas as pd
@@ -22,6 +24,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from medsynth.analysis.bootstrap import BootstrapSettings, bootstrap_ci, finite_or_none, quietly
+from medsynth.io.metrics_schema import MetricsFile
 
 
 def _spearman_vectorized(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -124,25 +127,36 @@ def metric_correlation(
     return results, notes
 
 
-def is_lower_better(metric: str, patterns: Sequence[str]) -> bool:
-    """True when a metric name contains one of ``patterns`` (case-insensitive), e.g. ``fid``."""
-    name = metric.lower()
-    return any(p.lower() in name for p in patterns)
+def ranked_groups(scores: dict[str, float], tolerance: float = 1e-12) -> list[list[str]]:
+    """Models best first, models with equal scores (relative ``tolerance``) in one group."""
+    order = sorted(scores, key=lambda m: (-scores[m], m))
+    groups: list[list[str]] = []
+    for model in order:
+        if groups and math.isclose(scores[groups[-1][0]], scores[model], rel_tol=tolerance, abs_tol=0.0):
+            groups[-1].append(model)
+        else:
+            groups.append([model])
+    return groups
+
+
+def _ranking_text(groups: list[list[str]]) -> list[str]:
+    """``[["a"], ["b", "c"]]`` -> ``["a", "b = c"]`` (ties shown as ties)."""
+    return [" = ".join(group) for group in groups]
 
 
 def model_ranking(
-    cases: pd.DataFrame,
-    firsts: pd.DataFrame,
-    set_metrics: dict[str, dict[str, float]],
-    lower_is_better: Sequence[str],
-    ignore: Sequence[str],
+    cases: pd.DataFrame, firsts: pd.DataFrame, set_metrics: dict[str, MetricsFile]
 ) -> tuple[dict | None, list[str]]:
     """Agreement between the experts' ranking of models and each set-level metric's ranking.
 
+    Args:
+        set_metrics: ``{model: MetricsFile}`` (:func:`medsynth.analysis.io.load_set_metrics`).
+
     Returns ``{"models": {model: {mean_realism, fooled_rate, n_cases, metrics}}, "expert_ranking":
     [best .. worst], "metrics": {metric: {spearman_rho, spearman_p, kendall_tau, kendall_p, n,
-    lower_is_better, ranking}}}`` or ``None`` when fewer than two rated models have metrics.
-    ``fooled_rate`` = fraction of first-showing calls on the model's cases that said "real".
+    better, target, ranking, tied}}}`` or ``None`` when fewer than two rated models have metrics.
+    Rankings list models best first; tied models share one entry ``"b = c"``. ``fooled_rate`` =
+    fraction of first-showing calls on the model's cases that said "real".
     """
     notes: list[str] = []
     if "model" not in cases.columns:
@@ -170,23 +184,38 @@ def model_ranking(
             "mean_realism": finite_or_none(synthetic.loc[synthetic["model"] == model, "mean_realism"].mean()),
             "fooled_rate": finite_or_none((calls == 0).mean()),
             "n_cases": int((synthetic["model"] == model).sum()),
-            "metrics": set_metrics[model],
+            "metrics": {name: e.as_dict() for name, e in set_metrics[model].metrics.items()},
         }
     expert = np.array([per_model[m]["mean_realism"] for m in models], dtype=float)
-    common = sorted(set.intersection(*(set(set_metrics[m]) for m in models)))
-    common = [c for c in common if not any(p.lower() in c.lower() for p in ignore)]
+    expert_groups = ranked_groups({m: float(v) for m, v in zip(models, expert, strict=True)})
+    common = sorted(set.intersection(*(set(set_metrics[m].metrics) for m in models)))
     metrics: dict[str, dict] = {}
     for metric in common:
-        values = np.array([set_metrics[m][metric] for m in models], dtype=float)
-        flip = is_lower_better(metric, lower_is_better)
-        oriented = -values if flip else values
+        entries = {m: set_metrics[m].metrics[metric] for m in models}
+        if len({e.better for e in entries.values()}) > 1:
+            notes.append(f"metric '{metric}': the models' metrics.json disagree on its direction: not ranked")
+            continue
+        goodness = {m: e.goodness() for m, e in entries.items()}
+        if any(g is None for g in goodness.values()):
+            undefined = ", ".join(m for m, g in goodness.items() if g is None)
+            notes.append(f"metric '{metric}': undefined for model(s) {undefined}: not ranked")
+            continue
+        oriented = np.array([goodness[m] for m in models], dtype=float)
         stats_ = rank_correlation(oriented, expert, None)
-        order = [models[i] for i in np.argsort(-oriented, kind="stable")]
+        groups = ranked_groups(goodness)
+        first = entries[models[0]]
         metrics[metric] = {
             k: stats_[k] for k in ("spearman_rho", "spearman_p", "kendall_tau", "kendall_p", "n")
         }
-        metrics[metric] |= {"lower_is_better": flip, "ranking": order}
+        metrics[metric] |= {
+            "better": first.better,
+            "target": {m: e.target for m, e in entries.items()} if first.better == "target" else None,
+            "ranking": _ranking_text(groups),
+            "tied": any(len(g) > 1 for g in groups),
+            "values": {m: e.value for m, e in entries.items()},
+            "ci": {m: None if e.ci is None else list(e.ci) for m, e in entries.items()},
+            "floor": {m: e.floor for m, e in entries.items()},
+        }
     if len(models) < 3:
         notes.append("model ranking over 2 models: rho is +1 or -1 and p-values are not meaningful")
-    expert_order = [models[i] for i in np.argsort(-expert, kind="stable")]
-    return {"models": per_model, "expert_ranking": expert_order, "metrics": metrics}, notes
+    return {"models": per_model, "expert_ranking": _ranking_text(expert_groups), "metrics": metrics}, notes

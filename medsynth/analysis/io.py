@@ -6,8 +6,6 @@ reason (missing column, bad value with its CSV line number, NaN, duplicate), nev
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from medsynth.errors import ConfigError, InputFileError
+from medsynth.io.metrics_schema import MetricsFile, read_metrics_file, require_one_schema
 from medsynth.io.ratings_schema import (
     RATINGS_OPTIONAL_NUMERIC_COLUMNS,
     RATINGS_REQUIRED_COLUMNS,
@@ -24,6 +23,10 @@ from medsynth.io.ratings_schema import (
 
 RATINGS_REQUIRED = RATINGS_REQUIRED_COLUMNS
 RATINGS_OPTIONAL_NUMERIC = RATINGS_OPTIONAL_NUMERIC_COLUMNS
+
+
+#: per_image.csv columns that name files (medsynth evaluate), not metrics: skipped without a note
+NAME_COLUMNS = ("nearest_train", "nearest_real")
 
 
 @dataclass
@@ -171,7 +174,7 @@ def load_per_image(path: str | Path) -> PerImageTable:
     notes: list[str] = []
     numeric: dict[str, pd.Series] = {}
     for column in frame.columns:
-        if column == "case_id":
+        if column == "case_id" or column in NAME_COLUMNS:
             continue
         series = frame[column]
         if series.dtype == bool or not pd.api.types.is_numeric_dtype(series):
@@ -196,35 +199,6 @@ def load_per_image(path: str | Path) -> PerImageTable:
     return PerImageTable(table, notes)
 
 
-def _flatten_numbers(value: object, prefix: str = "") -> dict[str, float]:
-    """Numeric leaves of a JSON object as ``{"a.b": float}`` (bools and non-finite skipped)."""
-    out: dict[str, float] = {}
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            out.update(_flatten_numbers(item, f"{prefix}{key}."))
-    elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        out[prefix[:-1]] = float(value)
-    return out
-
-
-def load_metrics_json(path: str | Path) -> dict[str, float]:
-    """Numeric leaves of one set-level metrics JSON (e.g. ``{"frd": 12.1, "kid": {"mean": .01}}``
-    -> ``{"frd": 12.1, "kid.mean": 0.01}``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(path, "file not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputFileError(path, f"not valid JSON ({err.msg if hasattr(err, 'msg') else err})") from None
-    if not isinstance(data, dict):
-        raise InputFileError(path, "must hold a JSON object of metrics")
-    numbers = _flatten_numbers(data)
-    if not numbers:
-        raise InputFileError(path, "holds no numeric metric")
-    return numbers
-
-
 def _metrics_file_in(folder: Path, model: str) -> Path | None:
     for candidate in (folder / model / "metrics.json", folder / f"{model}.json"):
         if candidate.is_file():
@@ -232,8 +206,9 @@ def _metrics_file_in(folder: Path, model: str) -> Path | None:
     return None
 
 
-def load_set_metrics(spec: object, models: list[str] | None = None) -> dict[str, dict[str, float]]:
-    """Set-level metrics per model.
+def load_set_metrics(spec: object, models: list[str] | None = None) -> dict[str, MetricsFile]:
+    """Set-level metrics per model, read by :func:`medsynth.io.metrics_schema.read_metrics_file`
+    (schema 2, or schema 1; direction from the file, settings never read as metrics).
 
     Args:
         spec: ``{model: path_to_metrics.json}`` or a folder holding ``<model>/metrics.json`` or
@@ -242,12 +217,17 @@ def load_set_metrics(spec: object, models: list[str] | None = None) -> dict[str,
         models: model names present in the ratings.
 
     Returns:
-        ``{model: {metric: value}}``.
+        ``{model: MetricsFile}``.
+
+    Raises:
+        InputFileError: a file is missing or invalid, or schema-1 and schema-2 files are mixed.
     """
     if spec is None or spec == "" or spec == {}:
         return {}
     if isinstance(spec, Mapping):
-        return {str(name): load_metrics_json(path) for name, path in spec.items()}
+        result = {str(name): read_metrics_file(path) for name, path in spec.items()}
+        require_one_schema(result)
+        return result
     folder = Path(str(spec))
     if not folder.is_dir():
         raise ConfigError(
@@ -258,9 +238,10 @@ def load_set_metrics(spec: object, models: list[str] | None = None) -> dict[str,
             {p.parent.name for p in folder.glob("*/metrics.json")} | {p.stem for p in folder.glob("*.json")}
         )
     found = {m: _metrics_file_in(folder, m) for m in models}
-    result = {m: load_metrics_json(p) for m, p in found.items() if p is not None}
+    result = {m: read_metrics_file(p) for m, p in found.items() if p is not None}
     if not result:
         raise InputFileError(
             folder, f"no <model>/metrics.json or <model>.json for models {', '.join(models) or '(none)'}"
         )
+    require_one_schema(result)
     return result

@@ -222,16 +222,24 @@ def mrmc_section(s: dict) -> str:
     parts.append(
         "<p class=muted>Obuchowski-Rockette with Hillis degrees of freedom: readers and cases random, over the cases "
         "every reader rated (first showings); figure of merit the per-reader ROC AUC of +-confidence. DBM: "
-        "Dorfman-Berbaum-Metz on jackknife pseudovalues, the same hypothesis. df2 empty = infinite (normal "
+        "Dorfman-Berbaum-Metz on jackknife pseudovalues, the same hypothesis. df2 n/a = infinite (normal "
         "approximation).</p>"
     )
     return "".join(parts)
 
 
 def render_report(
-    analysis: Analysis, scale: tuple[int, int], dpi: int, max_metric_panels: int
+    analysis: Analysis,
+    scale: tuple[int, int],
+    dpi: int,
+    max_metric_panels: int,
+    extra_sections: tuple[str, ...] = (),
 ) -> tuple[str, dict[str, str]]:
-    """Return ``(html, figures)`` where ``figures`` maps a name to its base64 PNG."""
+    """Return ``(html, figures)`` where ``figures`` maps a name to its base64 PNG.
+
+    ``extra_sections``: ready HTML sections placed before the notes (e.g. the utility section,
+    :mod:`medsynth.analysis.utility_section`).
+    """
     s = analysis.summary
     figures: dict[str, str] = {}
     for name, fig in (
@@ -443,8 +451,8 @@ def render_report(
             _table(
                 [
                     "metric",
-                    "lower is better",
-                    "ranking (best first)",
+                    "better",
+                    "ranking (best first; = ties)",
                     "Spearman rho",
                     "Kendall tau",
                     "n models",
@@ -452,7 +460,7 @@ def render_report(
                 [
                     [
                         m,
-                        str(v["lower_is_better"]),
+                        str(v["better"]),
                         ", ".join(v["ranking"]),
                         v["spearman_rho"],
                         v["kendall_tau"],
@@ -462,6 +470,7 @@ def render_report(
                 ],
             )
         )
+    parts.extend(extra_sections)
     if s["notes"]:
         parts.append(
             "<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in s["notes"]) + "</ul>"

@@ -12,6 +12,7 @@ from medsynth.analysis.correlation import metric_correlation, model_ranking
 from medsynth.analysis.mrmc_summary import mrmc_block
 from medsynth.analysis.reader_stats import clustered_intervals, first_showings, reader_statistics
 from medsynth.analysis.realism import case_mean_realism, realism_comparison
+from medsynth.io.metrics_schema import MetricsFile
 
 
 @dataclass(frozen=True)
@@ -23,8 +24,6 @@ class AnalysisSettings:
     scale_max: int = 5
     min_cases: int = 3
     bootstrap: BootstrapSettings = field(default_factory=BootstrapSettings)
-    lower_is_better: tuple[str, ...] = ("fid", "frd", "kid", "mmd", "distance", "lpips", "mse", "mae")
-    ignore_set_metrics: tuple[str, ...] = ("n_", "seconds", "seed", "version")
     mrmc_covariance: str = "DeLong"
     equivalence_margin: float = 0.05
 
@@ -42,7 +41,7 @@ class Analysis:
 def analyze(
     ratings: pd.DataFrame,
     per_image: pd.DataFrame | None,
-    set_metrics: dict[str, dict[str, float]] | None,
+    set_metrics: dict[str, MetricsFile] | None,
     settings: AnalysisSettings,
     notes: list[str] | None = None,
 ) -> Analysis:
@@ -66,9 +65,7 @@ def analyze(
         notes += correlation_notes
     else:
         notes.append("no per_image.csv given: metric_correlation is empty")
-    ranking, ranking_notes = model_ranking(
-        cases, firsts, set_metrics or {}, settings.lower_is_better, settings.ignore_set_metrics
-    )
+    ranking, ranking_notes = model_ranking(cases, firsts, set_metrics or {})
     notes = mrmc_notes + agreement_notes + intra_notes + realism_notes + notes + ranking_notes
     summary = {
         "n_readers": int(ratings["reader_id"].nunique()),
@@ -216,9 +213,22 @@ def plain_language(summary: dict) -> list[str]:
     ranking = summary.get("model_ranking")
     if ranking and ranking["metrics"]:
         for metric, r in ranking["metrics"].items():
-            same = r["ranking"] == ranking["expert_ranking"]
-            lines.append(
-                f"{metric} ranked the {len(ranking['models'])} models "
-                f"{'exactly as the experts did' if same else 'differently from the experts'} (rho={_num(r['spearman_rho'])})."
-            )
+            lines.append(_ranking_sentence(metric, r, ranking))
     return lines
+
+
+def _ranking_sentence(metric: str, r: dict, ranking: dict) -> str:
+    """One line per metric: how it ranked the models against the experts, ties said as ties."""
+    n = len(ranking["models"])
+    if len(r["ranking"]) == 1:
+        return f"{metric} tied all {n} models (it does not rank them)."
+    if r["ranking"] == ranking["expert_ranking"]:
+        verdict = "exactly as the experts did"
+    else:
+        verdict = "differently from the experts"
+    ties = [group for group in r["ranking"] if " = " in group]
+    tied = f"; tied: {', '.join(ties)}" if ties else ""
+    return (
+        f"{metric} ({r['better']} is better) ranked the {n} models {verdict}: "
+        f"{', '.join(r['ranking'])} (rho={_num(r['spearman_rho'])}{tied})."
+    )

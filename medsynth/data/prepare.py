@@ -264,6 +264,19 @@ def observed_classes(out_dir: Path, rows: list[dict], column: str) -> int:
     return largest + 1
 
 
+def prepare_like(
+    source: Path, target: Path, fingerprint: dict, num_workers: int = 1, progress: bool = True
+) -> Path:
+    """Prepare the raw scans in ``source`` into ``target`` with ``fingerprint``'s settings (the
+    ``prepare_inputs=true`` of evaluate and study create); a rerun skips finished files."""
+    from medsynth.config import compose_stage
+
+    overrides = [f"input={source}", f"out_dir={target}", f"num_workers={max(1, int(num_workers))}"]
+    overrides += [f"progress={str(bool(progress)).lower()}", *overrides_from_fingerprint(fingerprint)]
+    prepare_dataset(compose_stage("data_prepare", overrides))
+    return target
+
+
 def _say(line: str) -> None:
     print(line, file=sys.stderr)
 

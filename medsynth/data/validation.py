@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import warnings
 import zlib
 from pathlib import Path
 
@@ -120,13 +121,19 @@ def load_checked_volume(
     """
     path = Path(path)
     dicom_files = None
+    header_warnings: list[str] = []
     if _is_dir(path):
         if not os.access(path, os.R_OK | os.X_OK):
             raise InputFileError(path, "cannot read folder (permission denied)")
         try:
-            dicom_files = check_series(find_series(path, series_uid), spacing_tolerance)
+            with warnings.catch_warnings(record=True) as caught:  # pydicom's warnings become ours
+                warnings.simplefilter("always")
+                dicom_files = check_series(find_series(path, series_uid), spacing_tolerance)
         except SeriesError as err:
             raise InputFileError(path, str(err)) from None
+        header_warnings = list(
+            dict.fromkeys(f"pydicom: {_one_line(w.message).split(' Please see')[0]}" for w in caught)
+        )
     else:
         check_readable_file(path)
     from nibabel.filebasedimages import ImageFileError
@@ -142,7 +149,7 @@ def load_checked_volume(
     except Exception as err:  # nibabel/SimpleITK raise many types for unparsable files
         raise InputFileError(path, f"not a readable image ({_one_line(err)})") from None
     check_volume_content(volume, allow_4d=allow_4d)
-    volume.warnings = [f"{path}: {warning}" for warning in volume.warnings]
+    volume.warnings = [f"{path}: {warning}" for warning in [*header_warnings, *volume.warnings]]
     return volume
 
 

@@ -10,7 +10,6 @@ are the global-average-pooled last block (512 or 2048 values per volume).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +18,6 @@ import torch
 from medsynth.errors import ConfigError, InputFileError
 
 ARCHITECTURES = ("resnet10", "resnet18", "resnet34", "resnet50")
-
-
-@dataclass(frozen=True)
-class ResNetFeatureSettings:
-    """``feature_extractor.*`` config: weights path (None = skip), architecture, input grid."""
-
-    weights: str | None = None
-    arch: str = "resnet10"
-    input_shape: tuple[int, int, int] | None = None
-    batch_size: int = 4
 
 
 def build_medicalnet_resnet(arch: str, weights: str | Path) -> torch.nn.Module:

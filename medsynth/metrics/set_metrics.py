@@ -55,19 +55,14 @@ class FeatureSpace:
         return cls(real=z_real, synthetic=z_syn, names=[n for n, k in zip(names, keep, strict=True) if k])
 
 
-def frechet_radiomics_distance(real: np.ndarray, synthetic: np.ndarray, frd_version: str = "v1") -> float:
-    """Fréchet Radiomics Distance between raw radiomics features (N_real, F) and (N_syn, F).
+def frd_normalised_features(
+    real: np.ndarray, synthetic: np.ndarray, frd_version: str = "v1"
+) -> tuple[np.ndarray, np.ndarray]:
+    """frd-score's normalisation of raw radiomics features (N_real, F), (N_syn, F) for the version.
 
-    frd-score's pipeline for the version: v1 drops images with NaN features, z-scores both sets by
-    the real set's statistics and drops columns that become NaN/Inf; v0 min-max scales by the joint
-    range to [0, 7.4567]. Then d^2 = ||mu_r - mu_s||^2 + Tr(S_r + S_s - 2 (S_r S_s)^(1/2)), evaluated
-    by :func:`frechet_distance_from_samples` (same value as frd-score's ``calculate_frechet_distance``,
-    which the tests check, without its F x F matrix square root).
-
-    Returns, for v1, ln(1 + d^2) where d^2 is the squared Fréchet distance clamped at 0 (the matrix
-    square root of a rank-deficient product leaves ~1e-6-sized negative residues for identical sets).
-    frd-score reports ln(d^2), which is -inf for identical sets; ln(1 + d^2) is 0 there and differs
-    from frd-score's value by less than 1/d^2 (< 0.01 once d^2 > 100). For v0, d^2 as frd-score.
+    v1 drops images with NaN features, casts to float32, z-scores both sets by the real set's
+    statistics (frd-score's ``norm_ref='d1'``) and drops columns that become NaN/Inf; v0 min-max
+    scales by the joint range to [0, 7.4567] (frd-score's ``min_max_normalize``). Returns float64 arrays (N_real', F'), (N_syn', F').
     """
     from frd_score import frd
 
@@ -76,28 +71,69 @@ def frechet_radiomics_distance(real: np.ndarray, synthetic: np.ndarray, frd_vers
         sets = [s[~np.isnan(s).any(axis=1)].astype(np.float32) for s in sets]
         if min(len(s) for s in sets) < 2:
             raise InputFileError("radiomics", "fewer than 2 volumes per set have finite radiomics features")
-        with np.errstate(divide="ignore", invalid="ignore"):
-            normed = [
-                frd.z_score_normalize(
-                    s,
-                    *frd.V1_DEFAULT_NORM_RANGE,
-                    base_distribution=sets[0],
-                    replace_nan=False,
-                    handle_std_zero=False,
-                )
-                for s in sets
-            ]
+        normed = [z_score_by_reference(s, sets[0]) for s in sets]
         keep = np.ones(normed[0].shape[1], dtype=bool)
         for s in normed:
             keep &= np.isfinite(s).all(axis=0)
-        normed = [s[:, keep].astype(np.float64) for s in normed]
-    else:
-        joint = np.concatenate(sets, axis=0)
-        normed = [frd.min_max_normalize(s, *frd.V0_DEFAULT_NORM_RANGE, base_distribution=joint) for s in sets]
-    if normed[0].shape[1] == 0:
+        return normed[0][:, keep].astype(np.float64), normed[1][:, keep].astype(np.float64)
+    joint = np.concatenate(sets, axis=0)
+    normed = [frd.min_max_normalize(s, *frd.V0_DEFAULT_NORM_RANGE, base_distribution=joint) for s in sets]
+    return np.asarray(normed[0], dtype=np.float64), np.asarray(normed[1], dtype=np.float64)
+
+
+def z_score_by_reference(features: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """frd-score v1's ``z_score_normalize(features, 0, 1, base_distribution=reference,
+    replace_nan=False, handle_std_zero=False)``, vectorised with the same float32 arithmetic.
+
+    Written here because frd-score's function loops over features in Python (~30 ms a call,
+    paid twice per bootstrap resample); the tests check both agree exactly.
+    """
+    mean, std = np.nanmean(reference, axis=0), np.nanstd(reference, axis=0)
+    out = np.copy(features)
+    columns = ~np.isnan(mean) & ~np.isnan(std)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out[:, columns] = ((features[:, columns] - mean[columns]) / std[columns]) * (1.0 - 0.0) + 0.0
+    return out
+
+
+def radiomics_frechet_d2(
+    real: np.ndarray, synthetic: np.ndarray, frd_version: str = "v1", exact: bool = False
+) -> float:
+    """Squared Fréchet radiomics distance d^2 between raw radiomics features, frd-score's pipeline.
+
+    ``exact=True`` evaluates d^2 with frd-score's own ``calculate_frechet_distance`` on the means
+    and ``np.cov`` covariances (scipy ``sqrtm`` of the F x F product, as ``frd_score.compute_frd``
+    does: the reported ``frd`` equals frd-score's to rounding); ``exact=False`` uses the equivalent
+    O(N M F) :func:`frechet_distance_from_samples` (bootstrap resamples and split-half floors).
+    Clamped at 0 (identical sets).
+    """
+    x, y = frd_normalised_features(real, synthetic, frd_version)
+    if x.shape[1] == 0:
         return 0.0
-    value = frechet_distance_from_samples(normed[0], normed[1])
-    return math.log1p(value) if frd_version == "v1" else value
+    if not exact:
+        return frechet_distance_from_samples(x, y)
+    from frd_score import frd
+
+    value = frd.calculate_frechet_distance(
+        np.mean(x, axis=0), np.cov(x, rowvar=False), np.mean(y, axis=0), np.cov(y, rowvar=False)
+    )
+    return _finite_nonnegative(float(value))
+
+
+def frd_family(d2: float, frd_version: str = "v1") -> dict[str, float | None]:
+    """The three FRD figures of one d^2 (DOMAIN: published numbers compare only under one definition).
+
+    - ``frd``: frd-score's own value: ln(d^2) for v1 (its default, ``use_paper_log=False``), d^2
+      for v0; None where frd-score returns -inf (d^2 = 0, identical sets).
+    - ``frd_paper``: the FRD paper's Eq. 3, ln(d) = ln(d^2) / 2 (frd-score ``use_paper_log=True``).
+    - ``frd_d2``: d^2 itself; relative gaps between models are meaningful only on this one.
+    """
+    log_d2 = math.log(d2) if d2 > 0 else None
+    return {
+        "frd": (log_d2 if frd_version == "v1" else float(d2)),
+        "frd_paper": None if log_d2 is None else 0.5 * log_d2,
+        "frd_d2": float(d2),
+    }
 
 
 def frechet_distance_from_samples(x: np.ndarray, y: np.ndarray) -> float:
@@ -236,7 +272,7 @@ def fit_ms_ssim_scales(
     raise InputFileError("synthetic_dir", f"volumes of shape {list(shape)} are too small for MS-SSIM")
 
 
-def ms_ssim_diversity(
+def ms_ssim_pairs(
     volumes: Sequence[np.ndarray],
     kernel_size: int = 7,
     kernel_sigma: float = 1.5,
@@ -245,15 +281,15 @@ def ms_ssim_diversity(
     batch_size: int = 8,
     seed: int = 0,
     device: torch.device | None = None,
-) -> tuple[float, dict]:
-    """Mean MS-SSIM over pairs of distinct volumes of one set (MONAI ``MultiScaleSSIMMetric``).
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """MS-SSIM (MONAI ``MultiScaleSSIMMetric``) of pairs of distinct volumes of one set.
 
     Args:
         volumes: unit-range volumes (X, Y, Z) of one shape.
         max_pairs: all pairs if there are at most this many, else this many random distinct pairs.
 
     Returns:
-        (mean MS-SSIM in [0, 1]: higher = the set is less diverse, and the settings used)
+        (pairs (P, 2) indices, scores (P,) in [0, 1], the settings used)
     """
     from monai.metrics import MultiScaleSSIMMetric
 
@@ -279,8 +315,30 @@ def ms_ssim_diversity(
             a = torch.as_tensor(np.stack([volumes[i] for i, _ in chunk]))[:, None].to(device)
             b = torch.as_tensor(np.stack([volumes[j] for _, j in chunk]))[:, None].to(device)
             scores.append(metric(a, b).reshape(-1).cpu())
-    value = float(torch.cat(scores).mean())
-    return _finite(value), {"kernel_size": size, "weights": fitted, "pairs": len(pairs)}
+    values = torch.cat(scores).double().numpy()
+    if not np.isfinite(values).all():
+        raise FloatingPointError("MS-SSIM is not finite")
+    return np.asarray(pairs, dtype=int), values, {"kernel_size": size, "weights": fitted, "pairs": len(pairs)}
+
+
+def pair_mean(pairs: np.ndarray, scores: np.ndarray, index: np.ndarray | None = None) -> float | None:
+    """Mean pair score; with ``index`` (a resample or subset of volume indices, repeats allowed),
+    each computed pair (i, j) weighs count(i) x count(j) in it. None when no computed pair is in it."""
+    if index is None:
+        return float(scores.mean())
+    counts = np.bincount(index, minlength=int(pairs.max()) + 1 if len(pairs) else 0)
+    weight = counts[pairs[:, 0]] * counts[pairs[:, 1]]
+    return float((weight * scores).sum() / weight.sum()) if weight.sum() > 0 else None
+
+
+def ms_ssim_diversity(volumes: Sequence[np.ndarray], **kwargs) -> tuple[float, dict]:
+    """Mean MS-SSIM over pairs of distinct volumes of one set (:func:`ms_ssim_pairs` arguments).
+
+    Returns:
+        (mean MS-SSIM in [0, 1]: higher = the set is less diverse, and the settings used)
+    """
+    pairs, scores, used = ms_ssim_pairs(volumes, **kwargs)
+    return _finite(float(scores.mean())), used
 
 
 def _finite(value: float) -> float:

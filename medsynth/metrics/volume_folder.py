@@ -59,13 +59,11 @@ def load_volumes(files: Sequence[Path]) -> list[np.ndarray]:
     return [load_volume(f) for f in files]
 
 
-def robust_unit_range(volume: np.ndarray, percentiles: Sequence[float]) -> np.ndarray:
-    """Map a volume to [0, 1] by its own (low, high) intensity percentiles, clipped.
+def model_to_unit(volume: np.ndarray, low: float = -1.0, high: float = 1.0) -> np.ndarray:
+    """Map the model space's fixed intensity range [low, high] linearly to [0, 1], clipped.
 
-    Real scans (raw units) and synthetic scans ([-1, 1]) become comparable this way; image-space
-    metrics (MS-SSIM, histograms, correlation) all use it. A constant volume maps to zeros.
+    Every set shares one preprocessing fingerprint (checked before this runs), so one fixed map
+    keeps intensity differences between volumes visible to the image-space metrics (a per-volume
+    percentile rescale would hide a synthetic volume's wrong contrast).
     """
-    low, high = np.percentile(volume, [float(percentiles[0]), float(percentiles[1])])
-    if not np.isfinite(high - low) or high - low <= 0:
-        return np.zeros_like(volume, dtype=np.float32)
-    return np.clip((volume - low) / (high - low), 0.0, 1.0).astype(np.float32)
+    return np.clip((np.asarray(volume, dtype=np.float32) - low) / (high - low), 0.0, 1.0).astype(np.float32)

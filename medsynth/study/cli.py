@@ -72,13 +72,35 @@ def main(argv: list[str]) -> int:
     return handler(cfg)
 
 
+_PREPARE_HINT = " (prepare_inputs=true prepares raw scans like synthetic_dir)"
+
+
+def prepared_real_dir(cfg: DictConfig, real_dir: Path, synthetic_dir: Path) -> Path:
+    """``real_dir``, or with ``prepare_inputs=true`` and no fingerprint there, its scans prepared with
+    the synthetic set's fingerprint into ``prepared_dir`` (default ``<real_dir>_prepared``)."""
+    from medsynth.data.prepare import prepare_like
+    from medsynth.io.fingerprint import read_fingerprint
+
+    reference = read_fingerprint(synthetic_dir, "synthetic_dir")
+    if not cfg.get("prepare_inputs") or reference is None or read_fingerprint(real_dir, "real_dir"):
+        return real_dir
+    target = real_dir.with_name(f"{real_dir.name}_prepared")
+    target = Path(str(cfg.prepared_dir)) if cfg.get("prepared_dir") else target
+    return prepare_like(real_dir, target, reference, progress=True)
+
+
 # --------------------------------------------------------------------------- commands
 def cmd_create(cfg: DictConfig) -> int:
-    from medsynth.study.creation import create_from_config
+    from medsynth.io.fingerprint import require_same_fingerprint
+    from medsynth.study.creation import create_from_config, volume_files
 
     real_dir = Path(str(require(cfg, "real_dir")))
     synthetic_dir = Path(str(require(cfg, "synthetic_dir")))
     require(cfg, "db")
+    volume_files(real_dir, "real_dir"), volume_files(synthetic_dir, "synthetic_dir")
+    # readers must see real and synthetic cases from one preprocessing space (medsynth.io.fingerprint)
+    real_dir = prepared_real_dir(cfg, real_dir, synthetic_dir)
+    require_same_fingerprint({"synthetic_dir": synthetic_dir, "real_dir": real_dir}, hint=_PREPARE_HINT)
     create_from_config(cfg, real_dir, synthetic_dir, int(cfg.n_cases))
     n_real = int(cfg.n_cases) // 2
     print(

@@ -3,7 +3,8 @@
 Real cases come from ``real_dir`` (e.g. ``medsynth data demo`` output) or freshly made phantoms.
 Synthetic cases come from ``synthetic_dir`` (e.g. ``medsynth sample`` output) or, without one,
 from degraded copies (Gaussian blur + noise) of real volumes that are not themselves in the study,
-so no subject appears twice. Tokens go to ``<out_dir>/tokens.txt`` (mode 0600).
+so no subject appears twice. Tokens go to ``<out_dir>/tokens.txt`` (mode 0600). The blinding audit
+runs as in ``study create`` but a demo reports a leak instead of refusing.
 """
 
 from __future__ import annotations
@@ -32,22 +33,19 @@ def write_private_text(path: Path, text: str) -> Path:
 
 
 def make_phantoms(folder: Path, n: int, shape: tuple[int, int, int], seed: int) -> list[Path]:
-    """Write ``n`` phantom volumes (medsynth.data.phantom) as NIfTI into ``folder``."""
-    import nibabel as nib
+    """Write ``n`` phantom volumes into ``folder`` with the data stage's demo generator
+    (``medsynth data demo dataset=phantom``: same files, same bytes, no label maps)."""
+    from medsynth.config import compose_stage
+    from medsynth.data.demo import build_demo as build_data_demo
 
-    from medsynth.data.phantom import make_phantom
-
-    folder.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(folder)
-    rng = np.random.default_rng(seed)
-    paths = []
-    for i in track(range(n), description="making phantoms", transient=True):
-        volume, affine, _ = make_phantom(shape, rng)
-        path = folder / f"phantom_{i:04d}.nii.gz"
-        with atomic_path(path) as tmp:
-            nib.save(nib.Nifti1Image(volume.astype(np.float32), affine), str(tmp))
-        paths.append(path)
-    return paths
+    cfg = compose_stage(
+        "data_demo",
+        ["dataset=phantom", f"n={int(n)}", f"shape=[{','.join(str(int(s)) for s in shape)}]", f"seed={int(seed)}",
+         "label_maps=false", "subject_prefix=phantom"],
+    )  # fmt: skip
+    cfg.out_dir = str(folder)
+    manifest = build_data_demo(cfg, progress=False)
+    return [folder / name for name in manifest["file"]]
 
 
 def degrade(
@@ -73,6 +71,25 @@ def degrade(
             nib.save(nib.Nifti1Image(array.astype(np.float32), volume.affine), str(tmp))
         paths.append(path)
     return paths
+
+
+def report_audit(service, study: str) -> None:
+    """Print the blinding audit's verdict (and which channels leak) of the demo study."""
+    from sqlalchemy import select
+
+    from medsynth.study.db import read_session
+    from medsynth.study.models import Study
+
+    with read_session(service.factory) as s:
+        result = s.scalar(select(Study.audit).where(Study.name == study))
+    if result and result["leaks"]:
+        from medsynth.study.audit import leak_line
+
+        print(f"blinding audit: LEAK ({leak_line(result)}); `study create` would refuse this study")
+    elif result:
+        groups = result["groups"]
+        print(f"blinding audit: ok (format AUC {groups['format']['auc']:.2f}, intensity AUC "
+              f"{groups['intensity']['auc']:.2f}; details: medsynth study audit db=...)")  # fmt: skip
 
 
 def build_demo(cfg: DictConfig) -> Path:
@@ -116,7 +133,9 @@ def build_demo(cfg: DictConfig) -> Path:
     cfg_db.db = db
     if not cfg.synthetic_dir and not cfg.model:
         cfg_db.model = "degraded-copy"
+    cfg_db.allow_leaks = True  # a demo is for trying the tool: it reports a leak instead of refusing
     create_from_config(cfg_db, real_dir, synthetic_dir, n_cases)
+    report_audit(service, str(cfg.study))
     lines = ["# medsynth reader-study demo: login tokens (keep private)", f"# db: {normalise_url(db)}"]
     lines.append(f"{demo.admin}\tadmin\t{service.add_reader(str(cfg.study), str(demo.admin), 'admin')}")
     for name in demo.readers:

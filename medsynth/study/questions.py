@@ -146,7 +146,3 @@ def _check_value(q: dict, value: Any) -> Any:
         raise AnswerError(f"question '{key}' takes text of at most {q['max_length']} characters")
     return value
 
-
-def decode_value(text: str) -> Any:
-    """Stored JSON text -> Python value."""
-    return json.loads(text)
