@@ -134,12 +134,22 @@ def test_evaluate_array_matches_one_process(slurm_cluster, checkpoint, one_proce
     assert slurm_cluster.job_state(finish) == "COMPLETED", (tmp_path / "finish.out").read_text()[-3000:]
     cached = list((out / ".array" / "radiomics").rglob("*.json"))
     assert len(cached) == 11  # 6 real + 5 synthetic volumes, each featurised once by one task
-    a = json.loads((tmp_path / "one" / "metrics.json").read_text())
-    b = json.loads((out / "metrics.json").read_text())
-    numbers = [k for k, v in a.items() if isinstance(v, int | float)]
-    assert {"frd", "mmd", "kid", "precision", "coverage"} <= set(numbers)
-    for key in numbers:
+    a = _numbers(json.loads((tmp_path / "one" / "metrics.json").read_text())["metrics"])
+    b = _numbers(json.loads((out / "metrics.json").read_text())["metrics"])
+    assert {"frd.value", "kid.value", "precision.value", "coverage.value"} <= set(a) and a.keys() == b.keys()
+    for key in a:
         assert b[key] == pytest.approx(a[key], abs=1e-9, rel=0), key
     pd.testing.assert_frame_equal(
         pd.read_csv(tmp_path / "one" / "per_image.csv"), pd.read_csv(out / "per_image.csv"), rtol=0, atol=1e-9
     )
+
+
+def _numbers(tree, prefix: str = "") -> dict[str, float]:
+    """Every number in a JSON tree by its dotted path."""
+    if isinstance(tree, dict):
+        return {k: v for key, value in tree.items() for k, v in _numbers(value, f"{prefix}{key}.").items()}
+    if isinstance(tree, list):
+        return {k: v for i, value in enumerate(tree) for k, v in _numbers(value, f"{prefix}{i}.").items()}
+    if isinstance(tree, int | float) and not isinstance(tree, bool):
+        return {prefix.rstrip("."): float(tree)}
+    return {}

@@ -16,8 +16,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medsynth.config import require
+from medsynth.errors import ConfigError
 from medsynth.io.slurm_array import ARRAY_DIR, ArrayRole, check_task_records, shard, write_task_record
-from medsynth.metrics.volume_folder import list_volume_files
 
 STAGE = "evaluate"
 
@@ -30,41 +30,47 @@ def array_cache_dir(cfg: DictConfig) -> Path:
 
 
 def featurised_files(cfg: DictConfig) -> list[Path]:
-    """Every volume whose radiomics features the metrics need: the real set, then the synthetic set."""
-    real = list_volume_files(require(cfg, "real_dir"), "real_dir")
-    synthetic = list_volume_files(require(cfg, "synthetic_dir"), "synthetic_dir")
-    return [*real, *synthetic]
+    """Every volume whose radiomics features the metrics need: the real set, then the synthetic set
+    (checked as :func:`~medsynth.metrics.evaluation.resolve_inputs` checks them: one fingerprint)."""
+    from medsynth.metrics.evaluation import resolve_inputs
+
+    if bool(cfg.get("prepare_inputs", False)):
+        raise ConfigError(
+            "prepare_inputs", "is not for array runs: prepare the real/train folders first (medsynth data prepare)"
+        )
+    sets = resolve_inputs(cfg, _out_dir(cfg))
+    return [*sets.real_files, *sets.synthetic_files]
 
 
 def run_task(cfg: DictConfig, role: ArrayRole) -> dict:
     """One array task: the radiomics features of its share of the files, then its record."""
-    from medsynth.metrics.evaluation import radiomics_settings
-    from medsynth.metrics.radiomics_features import extract_features
+    from medsynth.metrics.evaluation import featurise
 
-    out_dir = Path(str(require(cfg, "out_dir"))).expanduser()
-    if out_dir.exists() and not out_dir.is_dir():
-        from medsynth.errors import ConfigError
-
-        raise ConfigError("out_dir", f"{out_dir} exists and is not a folder")
+    out_dir = _out_dir(cfg)
     mine = shard(featurised_files(cfg), role)
     if mine:
-        extract_features(
-            mine,
-            radiomics_settings(cfg),
-            cache_dir=array_cache_dir(cfg),
-            num_workers=int(cfg.num_workers),
-            progress=bool(cfg.progress),
-            description=f"radiomics (task {role.task} of {role.tasks})",
-        )
+        featurise(mine, with_array_cache(cfg), f"radiomics (task {role.task} of {role.tasks})")
     record = write_task_record(out_dir, STAGE, role, [str(p) for p in mine])
     return {"files": len(mine), "record": str(record)}
 
 
 def finishing_config(cfg: DictConfig, role: ArrayRole) -> DictConfig:
     """Check every task's record; the config :func:`evaluate` then runs with (the tasks' cache)."""
-    out_dir = Path(str(require(cfg, "out_dir"))).expanduser()
-    check_task_records(out_dir, STAGE, role, [str(p) for p in featurised_files(cfg)])
+    check_task_records(_out_dir(cfg), STAGE, role, [str(p) for p in featurised_files(cfg)])
+    return with_array_cache(cfg)
+
+
+def with_array_cache(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with ``radiomics.cache_dir`` set to the cache the tasks share."""
+    cache = str(array_cache_dir(cfg))
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     with open_dict(cfg):
-        cfg.radiomics.cache_dir = str(array_cache_dir(cfg))
+        cfg.radiomics.cache_dir = cache
     return cfg
+
+
+def _out_dir(cfg: DictConfig) -> Path:
+    out_dir = Path(str(require(cfg, "out_dir"))).expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError("out_dir", f"{out_dir} exists and is not a folder")
+    return out_dir
