@@ -33,7 +33,9 @@ demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
 	$(BIN)/medsynth data demo dataset=phantom n=48 "shape=[32,32,32]" seed=0 out_dir=$(DEMO_DIR)/data/phantom
 	$(BIN)/medsynth data prepare input=$(DEMO_DIR)/data/phantom out_dir=$(DEMO_DIR)/prepared/phantom "spacing=[6,6,6]" "shape=[32,32,32]"
-	$(BIN)/medsynth train experiment=demo data.root=$(DEMO_DIR)/prepared/phantom hydra.run.dir=$(DEMO_DIR)/train
+	$(BIN)/medsynth data demo dataset=phantom n=16 "shape=[32,32,32]" seed=1 subject_prefix=heldout out_dir=$(DEMO_DIR)/data/heldout
+	$(BIN)/medsynth data prepare input=$(DEMO_DIR)/data/heldout out_dir=$(DEMO_DIR)/prepared/heldout "spacing=[6,6,6]" "shape=[32,32,32]"
+	$(BIN)/medsynth train experiment=demo data.root=$(DEMO_DIR)/prepared/phantom data.label_map_classes=auto hydra.run.dir=$(DEMO_DIR)/train
 	$(BIN)/medsynth sample ckpt=$(DEMO_DIR)/train/checkpoints/last.ckpt num_samples=16 out_dir=$(DEMO_DIR)/synthetic sampler=dpmpp seed=0
 	$(BIN)/medsynth evaluate real_dir=$(DEMO_DIR)/prepared/phantom synthetic_dir=$(DEMO_DIR)/synthetic train_dir=$(DEMO_DIR)/prepared/phantom out_dir=$(DEMO_DIR)/evaluate
 	$(BIN)/medsynth study demo out_dir=$(DEMO_DIR)/study real_dir=$(DEMO_DIR)/prepared/phantom synthetic_dir=$(DEMO_DIR)/synthetic

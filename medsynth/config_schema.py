@@ -327,6 +327,27 @@ class TrainSchema:
     data: TrainDataSchema = field(default_factory=TrainDataSchema)
 
 
+# ------------------------------------------------------------------------------------ utility
+@dataclass
+class UtilityTrainSchema:
+    max_steps: int = count(100)
+    batch_size: int = count(4)
+    lr: float = knob(3.0e-3, low=0.0, low_open=True)
+    weight_decay: float = knob(1.0e-5, low=0.0)
+    flip_prob: float = fraction(0.5)
+
+
+@dataclass
+class UtilitySchema:
+    out_dir: str | None = knob(None, kind="out_dir")
+    test_fraction: float = knob(0.3, low=0.0, high=1.0, low_open=True)
+    split_seed: int = 0
+    train: UtilityTrainSchema = field(default_factory=UtilityTrainSchema)
+    bootstrap: BootstrapSchema = field(default_factory=BootstrapSchema)
+    figures: bool = True
+    progress: bool = True
+
+
 #: config name (conf/<name>.yaml) -> schema
 SCHEMAS: dict[str, type] = {
     "data_prepare": DataPrepareSchema,
@@ -335,6 +356,7 @@ SCHEMAS: dict[str, type] = {
     "evaluate": EvaluateSchema,
     "study": StudySchema,
     "analyze": AnalyzeSchema,
+    "utility": UtilitySchema,
     "config": TrainSchema,
 }
 

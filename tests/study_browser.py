@@ -1,16 +1,14 @@
-"""Shared by the reader-study browser tests: phantom scans on disk, Chromium, the sign-in steps."""
+"""Shared by the reader-study browser tests: phantom scans on disk and the sign-in steps (the
+Chromium itself is the ``browser`` fixture of tests/conftest.py)."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 from medsynth.data.phantom import make_phantom
-from medsynth.study.local_server import CHROMIUM_ARGS, chromium_path
 
 IDLE = "[data-test-script-state='notRunning']"
 
@@ -24,19 +22,6 @@ def write_scans(root: Path, n: int, shape: tuple[int, int, int], seed: int) -> l
         files.append(root / f"scan_{i}.nii.gz")
         nib.save(nib.Nifti1Image(vol, affine), str(files[-1]))
     return files
-
-
-@contextlib.contextmanager
-def chromium() -> Iterator:
-    """Debian's chromium under Playwright (headless, no GPU)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_path(), args=list(CHROMIUM_ARGS))
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def sign_in(page, base: str, token: str) -> None:

@@ -19,7 +19,7 @@ from medsynth.study.local_server import LocalStudyServer, chromium_path
 from medsynth.study.questions import load_questions
 from medsynth.study.service import StudyService
 from medsynth.study.testing import free_port
-from tests.study_browser import IDLE, chromium, sign_in, write_scans
+from tests.study_browser import IDLE, sign_in, write_scans
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,12 +63,6 @@ def server(tmp_path_factory):
     with LocalStudyServer(cfg, root) as base:
         yield base, tokens, root
     study_db.dispose_engines()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as browser:
-        yield browser
 
 
 def _idle(page):

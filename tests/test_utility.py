@@ -85,7 +85,7 @@ def test_plan_refuses_arms_without_data():
 def test_paired_gain_is_exact_on_a_shift_and_zero_on_identical_arms():
     rng = np.random.default_rng(0)
     base = rng.uniform(0.5, 0.9, size=(3, 20))
-    boot = OmegaConf.create({"n_resamples": 500, "confidence": 0.95, "method": "percentile", "seed": 0})
+    boot = OmegaConf.create({"n_resamples": 500, "confidence_level": 0.95, "method": "percentile", "seed": 0})
     same = paired_gain(base, base.copy(), None, "segmentation", boot)
     assert same["gain"] == 0.0 and same["ci"] == [0.0, 0.0]
     shifted = paired_gain(base, base + 0.05, None, "segmentation", boot)
@@ -204,7 +204,7 @@ def test_task_configs_build_their_network_and_loss(task, out_shape):
     import torch
     from hydra.utils import instantiate
 
-    cfg = compose_stage("utility", ["real_dir=r", "out_dir=o", f"utility/task@task={task}"])
+    cfg = compose_stage("utility", ["real_dir=r", "out_dir=o", f"utility_task@task={task}"])
     net, loss = instantiate(cfg.task.net), instantiate(cfg.task.loss)
     logits = net(torch.randn(2, 1, 16, 16, 16))
     assert tuple(logits.shape) == out_shape

@@ -175,12 +175,20 @@ def run_analyze(cfg: DictConfig) -> int:
         settings,
         [] if per_image is None else per_image.notes,
     )
+    sections: tuple[str, ...] = ()
+    if cfg.get("utility") is not None:  # medsynth utility's result beside experts and metrics
+        from medsynth.analysis.utility_section import load_utility, utility_section
+
+        utility = load_utility(str(cfg.utility))
+        result.summary["utility"] = utility
+        sections = (utility_section(utility, int(cfg.report.dpi)),)
     try:
         page, figures = render_report(
             result,
             (settings.scale_min, settings.scale_max),
             int(cfg.report.dpi),
             int(cfg.report.max_metric_panels),
+            sections,
         )
         text = json.dumps(result.summary, indent=2, allow_nan=False)
     except ValueError as err:  # a NaN escaped into the summary: a bug, but never write invalid JSON

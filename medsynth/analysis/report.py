@@ -229,9 +229,17 @@ def mrmc_section(s: dict) -> str:
 
 
 def render_report(
-    analysis: Analysis, scale: tuple[int, int], dpi: int, max_metric_panels: int
+    analysis: Analysis,
+    scale: tuple[int, int],
+    dpi: int,
+    max_metric_panels: int,
+    extra_sections: tuple[str, ...] = (),
 ) -> tuple[str, dict[str, str]]:
-    """Return ``(html, figures)`` where ``figures`` maps a name to its base64 PNG."""
+    """Return ``(html, figures)`` where ``figures`` maps a name to its base64 PNG.
+
+    ``extra_sections``: ready HTML sections placed before the notes (e.g. the utility section,
+    :mod:`medsynth.analysis.utility_section`).
+    """
     s = analysis.summary
     figures: dict[str, str] = {}
     for name, fig in (
@@ -462,6 +470,7 @@ def render_report(
                 ],
             )
         )
+    parts.extend(extra_sections)
     if s["notes"]:
         parts.append(
             "<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in s["notes"]) + "</ul>"

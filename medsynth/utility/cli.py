@@ -17,15 +17,15 @@ Writes out_dir/utility.json, out_dir/per_subject.csv and out_dir/figures/learnin
 real_dir/test_dir: `medsynth data prepare` folders (label maps in the manifest's `label` column);
 synthetic_dir: a paired `medsynth sample` folder (label maps in `label_file`). See docs/utility.md.
 
-defaults (conf/utility.yaml + conf/utility/task/<task>.yaml; override any key as key=value):
+defaults (conf/utility.yaml + conf/utility_task/<task>.yaml; override any key as key=value):
 """
 
 
 def _task_shorthand(override: str) -> str:
-    """``task=classification`` (the documented short form) selects the ``utility/task`` config group."""
+    """``task=classification`` (the documented short form) selects the ``utility_task`` config group."""
     key, _, value = override.partition("=")
     if key == "task" and value and not value.startswith("{"):
-        return f"utility/task@task={value}"
+        return f"utility_task@task={value}"
     return override
 
 

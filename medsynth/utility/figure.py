@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 ARM_STYLE = {"real": ("tab:blue", "o"), "real+synthetic": ("tab:green", "s"), "synthetic": ("tab:orange", "^")}
 
 
-def learning_curve(summary: dict, path: str | Path) -> None:
-    """Score (y) against real training subjects (x) per arm, with the bootstrap intervals.
+def learning_curve(summary: dict, path: str | Path | BinaryIO, dpi: int = 120) -> None:
+    """Score (y) against real training subjects (x) per arm, with the bootstrap intervals; PNG to ``path``.
 
     The synthetic-only arm has no real subjects: a horizontal line with its interval as a band.
     """
@@ -17,7 +18,7 @@ def learning_curve(summary: dict, path: str | Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=120)
+    fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=dpi)
     for arm, (colour, marker) in ARM_STYLE.items():
         rows = sorted((r for r in summary["results"] if r["arm"] == arm), key=lambda r: r["n_real"])
         if not rows:
@@ -43,5 +44,5 @@ def learning_curve(summary: dict, path: str | Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(str(path), format="png")
+    fig.savefig(path if hasattr(path, "write") else str(path), format="png")
     plt.close(fig)

@@ -161,7 +161,7 @@ def per_subject_frame(runs: list[RunPlan], scores: dict, test: LabelledSet) -> p
 def format_table(summary: dict) -> str:
     """The printed table: score with its interval per arm and number of real subjects, then the gains."""
     score = summary["score"]
-    level = int(round(100 * float(summary["settings"]["bootstrap"]["confidence"])))
+    level = int(round(100 * float(summary["settings"]["bootstrap"]["confidence_level"])))
 
     def interval(ci) -> str:
         return "[   n/a,    n/a]" if ci[0] is None else f"[{ci[0]:6.3f}, {ci[1]:6.3f}]"

@@ -59,7 +59,7 @@ def _bootstrap(statistic: Callable[[np.ndarray], float], n_subjects: int, cfg):
             on_indices,
             vectorized=False,
             n_resamples=int(cfg.n_resamples),
-            confidence_level=float(cfg.confidence),
+            confidence_level=float(cfg.confidence_level),
             method=str(cfg.method),
             random_state=np.random.default_rng(int(cfg.seed)),
         )
@@ -78,7 +78,7 @@ def bootstrap_interval(statistic: Callable[[np.ndarray], float], n_subjects: int
     Args:
         statistic: maps resampled subject indices (int array) to a number.
         n_subjects: test subjects.
-        cfg: the ``bootstrap`` config (``n_resamples``, ``confidence``, ``method``, ``seed``).
+        cfg: the ``bootstrap`` config (``n_resamples``, ``confidence_level``, ``method``, ``seed``).
 
     Returns:
         [low, high]; [None, None] when undefined (fewer than 2 subjects, or NaN resamples).
