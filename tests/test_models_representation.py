@@ -91,8 +91,24 @@ def test_ema_warmup_and_frozen():
     assert torch.allclose(ema.module.weight, net.weight - d * 1.0, atol=1e-6)
 
 
-def test_min_snr_weights():
-    snr = torch.tensor([0.5, 5.0, 50.0])
-    assert torch.allclose(min_snr_weight(snr, 5.0, "epsilon"), torch.tensor([1.0, 1.0, 0.1]))
-    assert torch.allclose(min_snr_weight(snr, 5.0, "sample"), torch.tensor([0.5, 5.0, 5.0]))
-    assert torch.allclose(min_snr_weight(snr, 5.0, "v_prediction"), torch.tensor([0.5 / 1.5, 5 / 6, 5 / 51]))
+@pytest.mark.parametrize("process", ["ddpm", "rflow"])
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction", "flow"])
+def test_min_snr_weight_is_min_snr_on_the_x0_loss(process, prediction_type):
+    """w * |out_hat - out|^2 == min(SNR, gamma) * |x0_hat - x0|^2 for every prediction type (Hang et al. 2023)."""
+    from medsynth.models.bundle import DiffusionSettings
+    from medsynth.models.noise import NoiseProcess
+
+    settings = DiffusionSettings(1000, "scaled_linear_beta", 0.0005, 0.0195, prediction_type, process=process)
+    noise = NoiseProcess(settings)
+    t = torch.tensor([5, 300, 900])
+    x0, eps = torch.randn(3, 1, 2, 2, 2, dtype=torch.float64), torch.randn(3, 1, 2, 2, 2, dtype=torch.float64)
+    x_t = noise.add_noise(x0, eps, t)
+    out = noise.target(x0, eps, t)
+    wrong = out + 0.01 * torch.randn_like(out)
+    x0_wrong = torch.stack(
+        [noise.denoised(wrong[i : i + 1], x_t[i : i + 1], float(noise.alpha[k]), float(noise.sigma[k]))[0][0] for i, k in enumerate(t)]
+    )
+    x0_loss = (x0_wrong - x0).pow(2).flatten(1).mean(1)
+    out_loss = (wrong - out).pow(2).flatten(1).mean(1)
+    weights = min_snr_weight(noise, t, 5.0).double()
+    torch.testing.assert_close(weights * out_loss, noise.snr(t).double().clamp(max=5.0) * x0_loss, rtol=1e-3, atol=1e-9)

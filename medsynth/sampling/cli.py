@@ -35,7 +35,7 @@ from medsynth.sampling.samplers import build_sampler
 DESCRIPTION = """\
 medsynth sample: generate synthetic 3D volumes from a trained checkpoint.
 
-  medsynth sample ckpt=PATH num_samples=N out_dir=DIR [sampler=ddim|ddpm|pndm|dpmpp] [steps=K]
+  medsynth sample ckpt=PATH num_samples=N out_dir=DIR [sampler=dpmpp3m|dpmpp|heun|pndm|ddim|euler|ddpm] [steps=K] [grid=auto|uniform|logsnr|karras]
                   [seed=S] [guidance_scale=G] [label=V | labels={V:COUNT,...}] [devices=N] ...
 
 Writes DIR/sample_00000.nii.gz ... (the training data's affine and spacing), DIR/manifest.csv
@@ -85,7 +85,8 @@ def prepare(cfg: DictConfig, bundle: SamplingBundle) -> tuple[GenerationSettings
     """Validate every setting against the checkpoint and fix the plan (raises MedsynthError)."""
     device = target_device(cfg)
     sampler_name = str(cfg.sampler.name)
-    solver = build_sampler(sampler_name, bundle.diffusion, cfg.steps, float(cfg.eta))
+    grid = cfg.get("grid", cfg.sampler.get("grid"))
+    solver = build_sampler(sampler_name, bundle.diffusion, cfg.steps, float(cfg.eta), grid)
     check_export_settings(str(cfg.intensity), str(cfg.dtype), bundle.intensity)
     if int(cfg.batch_size) < 1:
         raise ConfigError("batch_size", f"must be >= 1, got {cfg.batch_size}")
@@ -94,7 +95,8 @@ def prepare(cfg: DictConfig, bundle: SamplingBundle) -> tuple[GenerationSettings
     settings = GenerationSettings(
         sampler=sampler_name,
         steps=solver.num_steps,
-        eta=float(cfg.eta) if sampler_name == "ddim" else (1.0 if sampler_name == "ddpm" else 0.0),
+        eta=solver.eta if solver.spec.uses_eta else (1.0 if sampler_name == "ddpm" else 0.0),
+        grid=solver.grid_kind,
         guidance_scale=float(cfg.guidance_scale),
         precision=resolve_precision(str(cfg.precision), device),
         intensity=str(cfg.intensity),
