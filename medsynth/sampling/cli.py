@@ -23,9 +23,9 @@ from medsynth.config import compose_stage, format_defaults, require
 from medsynth.errors import ConfigError, InputFileError
 from medsynth.io.atomic import atomic_write_text, remove_stale_temporaries
 from medsynth.io.fingerprint import PREPROCESSING_FILE
+from medsynth.io.slurm_array import array_role, check_task_records, shard, write_task_record
 from medsynth.models.bundle import SamplingBundle
 from medsynth.models.precision import resolve_device
-from medsynth.sampling.array import array_role, check_task_records, shard, write_task_record
 from medsynth.sampling.contact_sheet import write_contact_sheet
 from medsynth.sampling.export import check_export_settings, read_settings_key
 from medsynth.sampling.generate import sampling_precision, validate_conditions
@@ -157,7 +157,7 @@ def run_sampling(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(str(require(cfg, "out_dir")))
     if out_dir.exists() and not out_dir.is_dir():
         raise InputFileError(out_dir, "out_dir exists and is not a folder")
-    role = array_role(cfg, "sample")  # a SLURM array task, its finishing step, or None
+    role = array_role(cfg)  # a SLURM array task, its finishing step, or None
     bundle = load_bundle(ckpt, bool(cfg.use_ema))
     settings, specs = prepare(cfg, bundle)
     todo = pending(specs, out_dir, bool(cfg.overwrite))
