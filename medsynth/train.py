@@ -347,8 +347,8 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, has_val: bool = True) -> lis
 def build_trainer(cfg: DictConfig, run_dir: Path, has_val: bool) -> tuple[Any, Any]:
     import lightning.pytorch as pl
 
-    from medsynth.models.callbacks import PreviewCallback
     from medsynth.models.precision import resolve_precision
+    from medsynth.sampling.preview import PreviewCallback
 
     t = cfg.trainer
     callbacks = build_callbacks(cfg, run_dir, has_val)
