@@ -170,8 +170,7 @@ def time_sampling(
 ) -> dict[str, Any]:
     """Seconds to generate one volume end to end with ``generate_volumes`` (after a 2-step warm-up),
     with ``threads`` CPU threads as ``medsynth sample`` sets them (``num_threads``)."""
-    from medsynth.sampling.generate import generate_volumes
-    from medsynth.sampling.generate import resolve_precision as sampling_precision
+    from medsynth.sampling.generate import generate_volumes, sampling_precision
 
     bundle = module.sampling_bundle(use_ema=True)
     bundle.network.to(device)

@@ -46,20 +46,14 @@ def _percentiles(values) -> dict:
 
 def make_study(workdir: Path, grid: int, cases: int, port: int):
     """Phantoms at ``grid``^3 (half real, half 'synthetic'), a study on them, one reader."""
-    import nibabel as nib
     from omegaconf import OmegaConf
 
     from medsynth.config import compose_stage
-    from medsynth.data.phantom import make_phantom
+    from medsynth.study.demo import make_phantoms
     from medsynth.study.questions import load_questions
     from medsynth.study.service import StudyService
 
-    rng = np.random.default_rng(0)
-    files = []
-    for i in range(cases):
-        volume, affine, _ = make_phantom((grid, grid, grid), rng)
-        files.append(workdir / f"scan_{i}.nii.gz")
-        nib.save(nib.Nifti1Image(volume, affine), str(files[-1]))
+    files = make_phantoms(workdir / "cases", cases, (grid, grid, grid), seed=0)
     url = f"sqlite:///{workdir / 'study.db'}"
     cfg = compose_stage("study", [f"db={url}", f"port={port}", f"render.grid=[{grid},{grid},{grid}]"])
     service = StudyService(url)

@@ -106,7 +106,9 @@ def check_shape(shape: Sequence[int], cfg: DictConfig, key: str) -> None:
 
     if len(shape) != 3 or any(int(s) < 1 for s in shape):
         raise ConfigError(key, f"expected [D, H, W] positive integers, got {list(shape)}")
-    name = resolve_representation_name(cfg.model.representation, tuple(int(s) for s in shape))
+    name = resolve_representation_name(
+        cfg.model.representation, tuple(int(s) for s in shape), int(cfg.model.auto_wavelet_min_side)
+    )
     factor = (2 if name == "wavelet" else 1) * 2 ** (len(cfg.model.channels) - 1)
     bad = [int(s) for s in shape if int(s) % factor]
     if bad:
@@ -345,8 +347,8 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, has_val: bool = True) -> lis
 def build_trainer(cfg: DictConfig, run_dir: Path, has_val: bool) -> tuple[Any, Any]:
     import lightning.pytorch as pl
 
-    from medsynth.models.callbacks import PreviewCallback
     from medsynth.models.precision import resolve_precision
+    from medsynth.sampling.preview import PreviewCallback
 
     t = cfg.trainer
     callbacks = build_callbacks(cfg, run_dir, has_val)

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real SLURM cluster (munged + slurmctld + slurmd on loopback) for tests/test_slurm_*.py."""
+"""Shared fixtures: a real SLURM cluster (munged + slurmctld + slurmd on loopback) for tests/test_slurm_*.py;
+one headless Debian chromium per test module (Playwright) for the browser tests."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from slurm_cluster import MISSING_MESSAGE, SlurmCluster, missing_binaries  # noqa: E402
+
+from medsynth.study.local_server import CHROMIUM_ARGS, chromium_path  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +35,16 @@ def slurm_cluster(tmp_path_factory):
             os.environ.pop("SLURM_CONF", None)
         else:
             os.environ["SLURM_CONF"] = saved
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A Playwright Chromium browser (Debian's ``chromium``); skips the module's tests without it."""
+    if chromium_path() is None:
+        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=list(CHROMIUM_ARGS))
+        yield browser
+        browser.close()

@@ -3,7 +3,10 @@ Roe-Metz simulated studies (small version of benchmarks/mrmc_calibration.py)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
@@ -171,3 +174,98 @@ def test_clustered_intervals_are_wider_than_independent_ones_when_cases_repeat()
     assert width(clustered["accuracy_ci_clustered"]) > 1.3 * width(naive["accuracy_ci"])
     assert width(clustered["auc_ci_clustered"]) > 1.3 * width(naive["auc_ci"])
     assert clustered["accuracy_ci_clustered"][0] < naive["accuracy"] < clustered["accuracy_ci_clustered"][1]
+
+
+# Van Dyke (RJafroc dataset02, MRMCaov VanDyke): 5 readers x 114 cases (45 positive) x 2 modalities.
+VANDYKE = Path(__file__).parent / "data" / "vandyke_roc.csv"
+# Published output, as printed. DeLong: MRMCaov JSS paper (docs/jss/MRMCaov.tex, `mrmc(empirical_auc(...),
+# cov = DeLong)`); jackknife: RJafroc book, OR hand calculation on dataset02 (RJafrocBook
+# docs/10C-OR-AnalysisApplications.md), identical to RJafroc StSignificanceTesting(method = "ORH").
+VANDYKE_PUBLISHED = {
+    "DeLong": {
+        "f": "4.484854", "df2": "15.06611", "p": "0.05123303", "cov2": "0.0003395265", "cov3": "0.0002358497",
+        "diff_se": "0.0206825", "diff_ci": ("-0.0878671960", "0.0002665519"),
+        "treatments": [  # estimate, Cov2, StdErr, df, CI
+            ("0.8970370", "0.0004775239", "0.03307642", "12.59597", "0.8253461", "0.9687280"),
+            ("0.9408374", "0.0002015292", "0.02150464", "12.56530", "0.8942155", "0.9874592"),
+        ],
+    },
+    "jackknife": {
+        "f": "4.456", "df2": "15.26", "p": "0.05167", "cov2": "0.0003441", "cov3": "0.0002390",
+        "diff_se": None, "diff_ci": ("-0.0879595", "0.0003589"),
+        "treatments": [
+            ("0.8970", "0.0004840", "0.03317", "12.74", "0.8252", "0.9689"),
+            ("0.9408", "0.0002042", "0.02157", "12.71", "0.8941", "0.9875"),
+        ],
+    },
+}
+
+
+def as_printed(value: float, printed: str) -> bool:
+    """``value`` rounds to ``printed`` at the printed number of decimals."""
+    decimals = len(printed.split(".")[1]) if "." in printed else 0
+    return abs(float(value) - float(printed)) <= 0.5 * 10.0**-decimals + 1e-12
+
+
+def vandyke_scores(column_truth: int) -> np.ndarray:
+    """(2 modalities, 5 readers, cases of one truth state) ratings of the Van Dyke study."""
+    data = pd.read_csv(VANDYKE, comment="#").sort_values(["reader", "case"])
+    part = data[data["truth"] == column_truth]
+    readers = sorted(part["reader"].unique())
+    return np.stack(
+        [np.stack([part.loc[part["reader"] == r, col].to_numpy(float) for r in readers]) for col in ("cine_mri", "se_mri")]
+    )
+
+
+@pytest.mark.parametrize("covariance", ["DeLong", "jackknife"])
+def test_or_h_matches_published_van_dyke_analysis(covariance):
+    """OR-H treatment comparison and per-modality analyses on Van Dyke equal MRMCaov's and RJafroc's
+    printed figures at their printed precision (a wrong covariance average, df or t quantile fails)."""
+    positive, negative = vandyke_scores(1), vandyke_scores(0)
+    t, r, m = positive.shape
+    auc, v10, v01 = mrmc.auc_components(positive.reshape(t * r, m), negative.reshape(t * r, -1))
+    # per-reader AUCs printed by RJafroc (UtilFigureOfMerit, 4 digits)
+    printed_auc = ["0.9196", "0.8588", "0.9039", "0.9731", "0.8298", "0.9478", "0.9053", "0.9217", "0.9994", "0.9300"]
+    assert all(as_printed(a, p) for a, p in zip(auc, printed_auc, strict=True))
+    if covariance == "DeLong":
+        cov = mrmc.delong_covariance(v10, v01)
+    else:
+        cov = mrmc.jackknife_covariance(mrmc.auc_leave_one_out(auc, v10, v01))
+    published = VANDYKE_PUBLISHED[covariance]
+    result = mrmc.or_treatments(auc.reshape(t, r), cov)
+    for key in ("f", "df2", "p", "cov2", "cov3"):
+        assert as_printed(result[key], published[key]), (key, result[key], published[key])
+    assert result["df1"] == 1
+    diff = result["estimates"][0] - result["estimates"][1]
+    half = result["diff_t"] * result["diff_se"]
+    assert as_printed(diff - half, published["diff_ci"][0]) and as_printed(diff + half, published["diff_ci"][1])
+    if published["diff_se"]:
+        assert as_printed(result["diff_se"], published["diff_se"])
+    for i, (estimate, cov2, se, df, low, high) in enumerate(published["treatments"]):
+        block = cov[i * r : (i + 1) * r, i * r : (i + 1) * r]
+        single = mrmc.or_single(auc.reshape(t, r)[i], block, 0.5)
+        got = [single["estimate"], single["cov2"], single["se"], single["df2"], single["ci_low"], single["ci_high"]]
+        for value, printed in zip(got, (estimate, cov2, se, df, low, high), strict=True):
+            assert as_printed(value, printed), (covariance, i, value, printed)
+        if covariance == "jackknife":
+            # DBM on the same modality (Hillis et al. 2008: equal to OR-H with jackknife covariance)
+            loo = mrmc.auc_leave_one_out(auc, v10, v01)[i * r : (i + 1) * r]
+            dbm = mrmc.dbm_single(auc.reshape(t, r)[i], loo, 0.5)
+            assert as_printed(dbm["df2"], df) and dbm["f"] == pytest.approx(single["f"], rel=1e-10)
+
+
+def test_or_h_with_sensitivity_matches_published_van_dyke_analysis():
+    """Binary figure of merit (sensitivity of rating >= 3, jackknife over the 45 positive cases) against
+    MRMCaov's printed `mrmc(binary_sens(truth, rating >= 3), ...)` (docs/jss/MRMCaov.tex)."""
+    positive = vandyke_scores(1)
+    t, r, m = positive.shape
+    sensitivity, loo = mrmc.accuracy_leave_one_out((positive >= 3).reshape(t * r, m))
+    cov = mrmc.jackknife_covariance(loo)
+    result = mrmc.or_treatments(sensitivity.reshape(t, r), cov)
+    published = {"f": "6.689493", "df2": "15.71732", "p": "0.02008822", "cov1": "0.0009943883",
+                 "cov2": "0.0010145903", "cov3": "0.0006604938", "diff_se": "0.03780451"}
+    for key, printed in published.items():
+        assert as_printed(result[key], printed), (key, result[key], printed)
+    for i, (se, df, low) in enumerate([("0.05893747", "14.456811", "0.6961876"), ("0.03741657", "7.575855", "0.8328691")]):
+        single = mrmc.or_single(sensitivity.reshape(t, r)[i], cov[i * r : (i + 1) * r, i * r : (i + 1) * r], 0.5)
+        assert as_printed(single["se"], se) and as_printed(single["df2"], df) and as_printed(single["ci_low"], low)

@@ -52,8 +52,9 @@ def test_wavelet_rejects_odd_sizes_and_pixel_is_identity():
 
 def test_build_representation_and_default():
     assert build_representation("wavelet").name == "wavelet"
-    assert default_representation_name((64, 64, 64)) == "wavelet"
-    assert default_representation_name((32, 64, 64)) == "pixel"
+    assert default_representation_name((64, 64, 64), 64) == "wavelet"
+    assert default_representation_name((32, 64, 64), 64) == "pixel"
+    assert default_representation_name((32, 64, 64), 32) == "wavelet"
     with pytest.raises(ConfigError, match="model.representation"):
         build_representation("fourier")
 
@@ -79,20 +80,38 @@ def test_conditioned_unet_null_condition_and_drop_mask():
 
 def test_ema_warmup_and_frozen():
     net = torch.nn.Linear(2, 2)
-    ema = build_ema(net, decay=0.9)
+    ema = build_ema(net, decay=0.9, warmup=True, warmup_steps=10)
     assert not any(p.requires_grad for p in ema.parameters())
     ema.update_parameters(net)  # first update copies
     assert torch.allclose(ema.module.weight, net.weight)
     with torch.no_grad():
         net.weight.add_(1.0)
     ema.update_parameters(net)  # n=1: decay min(0.9, 2/11)
-    d = WarmupEMA(0.9).current_decay(1)
+    d = WarmupEMA(0.9, True, 10).current_decay(1)
     assert d == pytest.approx(2 / 11)
+    assert WarmupEMA(0.9, True, 20).current_decay(1) == pytest.approx(2 / 21)
+    assert WarmupEMA(0.9, False, 10).current_decay(1) == 0.9
     assert torch.allclose(ema.module.weight, net.weight - d * 1.0, atol=1e-6)
 
 
-def test_min_snr_weights():
-    snr = torch.tensor([0.5, 5.0, 50.0])
-    assert torch.allclose(min_snr_weight(snr, 5.0, "epsilon"), torch.tensor([1.0, 1.0, 0.1]))
-    assert torch.allclose(min_snr_weight(snr, 5.0, "sample"), torch.tensor([0.5, 5.0, 5.0]))
-    assert torch.allclose(min_snr_weight(snr, 5.0, "v_prediction"), torch.tensor([0.5 / 1.5, 5 / 6, 5 / 51]))
+@pytest.mark.parametrize("process", ["ddpm", "rflow"])
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction", "flow"])
+def test_min_snr_weight_is_min_snr_on_the_x0_loss(process, prediction_type):
+    """w * |out_hat - out|^2 == min(SNR, gamma) * |x0_hat - x0|^2 for every prediction type (Hang et al. 2023)."""
+    from medsynth.models.bundle import DiffusionSettings
+    from medsynth.models.noise import NoiseProcess
+
+    settings = DiffusionSettings(1000, "scaled_linear_beta", 0.0005, 0.0195, prediction_type, process=process)
+    noise = NoiseProcess(settings)
+    t = torch.tensor([5, 300, 900])
+    x0, eps = torch.randn(3, 1, 2, 2, 2, dtype=torch.float64), torch.randn(3, 1, 2, 2, 2, dtype=torch.float64)
+    x_t = noise.add_noise(x0, eps, t)
+    out = noise.target(x0, eps, t)
+    wrong = out + 0.01 * torch.randn_like(out)
+    x0_wrong = torch.stack(
+        [noise.denoised(wrong[i : i + 1], x_t[i : i + 1], float(noise.alpha[k]), float(noise.sigma[k]))[0][0] for i, k in enumerate(t)]
+    )
+    x0_loss = (x0_wrong - x0).pow(2).flatten(1).mean(1)
+    out_loss = (wrong - out).pow(2).flatten(1).mean(1)
+    weights = min_snr_weight(noise, t, 5.0).double()
+    torch.testing.assert_close(weights * out_loss, noise.snr(t).double().clamp(max=5.0) * x0_loss, rtol=1e-3, atol=1e-9)

@@ -92,7 +92,7 @@ def _voxels(path: Path) -> np.ndarray:
 def test_help_prints_description_and_defaults(capsys):
     assert sample("--help") == 0
     out = capsys.readouterr().out
-    assert "medsynth sample" in out and "ckpt:" in out and "guidance_scale:" in out and "name: ddim" in out
+    assert "medsynth sample" in out and "ckpt:" in out and "guidance_scale:" in out and "name: dpmpp3m" in out
 
 
 def test_outputs_carry_training_geometry_manifest_and_datalist(checkpoints, tmp_path, capsys):
@@ -183,7 +183,7 @@ def test_conditional_counts_and_source_units(checkpoints, tmp_path):
         ("conditional", ["label=7"], "label: 7 is not a lesion value"),
         ("unconditional", ["guidance_scale=3"], "guidance_scale"),
         ("unconditional", ["label=1"], "without class labels"),
-        ("unconditional", ["sampler=euler"], "sampler"),
+        ("unconditional", ["sampler=unipc"], "sampler"),
         ("unconditional", ["dtype=int16"], "dtype"),
         ("unconditional", ["steps=0"], "steps"),
         ("unconditional", ["device=cuda:0"] if not torch.cuda.is_available() else ["device=tpu"], "device"),

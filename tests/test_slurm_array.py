@@ -35,6 +35,15 @@ def checkpoint(tmp_path_factory):
     return run / "checkpoints" / "last.ckpt"
 
 
+@pytest.fixture(scope="module")
+def one_process(checkpoint):
+    """The reference: ``medsynth sample`` in one process."""
+    out = checkpoint.parents[2] / "one_process"
+    proc = subprocess.run(_sample(f"ckpt={checkpoint}", f"out_dir={out}"), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
 def _sample(*args: str) -> list[str]:
     return [sys.executable, "-m", "medsynth.cli", "sample", *SAMPLE, *args]
 
@@ -51,10 +60,8 @@ def _manifest(folder: Path) -> pd.DataFrame:
     return table.drop(columns=[c for c in table.columns if c in TIMING_COLUMNS or "second" in c])
 
 
-def test_sample_array_matches_one_process(slurm_cluster, checkpoint, tmp_path):
-    one = tmp_path / "one_process"
-    reference = subprocess.run(_sample(f"ckpt={checkpoint}", f"out_dir={one}"), capture_output=True, text=True)
-    assert reference.returncode == 0, reference.stderr[-3000:]
+def test_sample_array_matches_one_process(slurm_cluster, checkpoint, one_process, tmp_path):
+    one = one_process
 
     array = tmp_path / "array"
     logs = f"--output={tmp_path}/%x-%A_%a.out"
@@ -100,3 +107,49 @@ def test_sample_array_matches_one_process(slurm_cluster, checkpoint, tmp_path):
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
     assert f"no results from array task(s) 1 of {TASKS}" in lines[0] and "filesystem every node shares" in lines[0]
     assert not (local / "manifest.csv").exists()
+
+
+def _evaluate(*args: str) -> list[str]:
+    return [sys.executable, "-m", "medsynth.cli", "evaluate", "progress=false", "num_workers=1", *args]
+
+
+def test_evaluate_array_matches_one_process(slurm_cluster, checkpoint, one_process, tmp_path):
+    real = checkpoint.parents[2] / "prepared"
+    sets = [f"real_dir={real}", f"synthetic_dir={one_process}"]
+    reference = subprocess.run(
+        _evaluate(*sets, f"out_dir={tmp_path / 'one'}", f"radiomics.cache_dir={tmp_path / 'one_cache'}"),
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    out = tmp_path / "array"
+    tasks = _submit(
+        slurm_cluster, _evaluate(*sets, f"out_dir={out}", "array.task=auto", "array.tasks=auto"),
+        "--array=0-1", "--job-name=evaluate", f"--output={tmp_path}/%x-%A_%a.out",
+    )  # fmt: skip
+    finish = _submit(
+        slurm_cluster, _evaluate(*sets, f"out_dir={out}", "array.finish=true", "array.tasks=2"),
+        f"--dependency=afterok:{tasks}", "--job-name=finish", f"--output={tmp_path}/finish.out",
+    )  # fmt: skip
+    slurm_cluster.wait_idle(300)
+    assert slurm_cluster.job_state(finish) == "COMPLETED", (tmp_path / "finish.out").read_text()[-3000:]
+    cached = list((out / ".array" / "radiomics").rglob("*.json"))
+    assert len(cached) == 11  # 6 real + 5 synthetic volumes, each featurised once by one task
+    a = _numbers(json.loads((tmp_path / "one" / "metrics.json").read_text())["metrics"])
+    b = _numbers(json.loads((out / "metrics.json").read_text())["metrics"])
+    assert {"frd.value", "kid.value", "precision.value", "coverage.value"} <= set(a) and a.keys() == b.keys()
+    for key in a:
+        assert b[key] == pytest.approx(a[key], abs=1e-9, rel=0), key
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "one" / "per_image.csv"), pd.read_csv(out / "per_image.csv"), rtol=0, atol=1e-9
+    )
+
+
+def _numbers(tree, prefix: str = "") -> dict[str, float]:
+    """Every number in a JSON tree by its dotted path."""
+    if isinstance(tree, dict):
+        return {k: v for key, value in tree.items() for k, v in _numbers(value, f"{prefix}{key}.").items()}
+    if isinstance(tree, list):
+        return {k: v for i, value in enumerate(tree) for k, v in _numbers(value, f"{prefix}{i}.").items()}
+    if isinstance(tree, int | float) and not isinstance(tree, bool):
+        return {prefix.rstrip("."): float(tree)}
+    return {}

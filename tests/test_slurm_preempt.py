@@ -86,3 +86,8 @@ def test_sigusr1_requeues_and_the_job_resumes_with_the_same_losses(slurm_cluster
     assert a["global_step"] == b["global_step"] == MAX_STEPS
     for key in a["state_dict"]:
         torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_docs_show_the_script_the_test_runs():
+    doc = (Path(__file__).parents[1] / "docs" / "cluster.md").read_text()
+    assert SCRIPT.read_text() in doc

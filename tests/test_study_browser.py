@@ -10,23 +10,20 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import pandas as pd
 import pytest
 
 from medsynth.config import compose_stage
-from medsynth.data.phantom import make_phantom
 from medsynth.study import db as study_db
-from medsynth.study.local_server import CHROMIUM_ARGS, LocalStudyServer, chromium_path
+from medsynth.study.local_server import LocalStudyServer, chromium_path
 from medsynth.study.questions import load_questions
 from medsynth.study.service import StudyService
 from medsynth.study.testing import free_port
+from tests.study_browser import IDLE, sign_in, write_scans
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = chromium_path()
-IDLE = "[data-test-script-state='notRunning']"
 ANSWERS = [  # (question text, option label) per case
     [("Is this scan real or synthetic?", "Synthetic"), ("How confident", "4"), ("How realistic", "2"),
      ("neighbouring slices", "3"), ("anatomy correct", "4")],
@@ -42,12 +39,7 @@ def server(tmp_path_factory):
     if CHROMIUM is None:
         pytest.skip("Debian chromium is not installed (apt-get install chromium)")
     root = tmp_path_factory.mktemp("browser")
-    rng = np.random.default_rng(7)
-    files = []
-    for i in range(6):
-        vol, affine, _ = make_phantom((64, 64, 64), rng)
-        files.append(root / f"scan_{i}.nii.gz")
-        nib.save(nib.Nifti1Image(vol, affine), str(files[-1]))
+    files = write_scans(root, 6, (64, 64, 64), seed=7)
     url = f"sqlite:///{root / 'study.db'}"
     cfg = compose_stage(
         "study", [f"db={url}", f"port={free_port()}", "render.grid=[128,128,128]", "render.png_size=384"]
@@ -73,25 +65,11 @@ def server(tmp_path_factory):
     study_db.dispose_engines()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
-        yield browser
-        browser.close()
-
-
 def _idle(page):
     page.wait_for_selector(IDLE, timeout=30_000)
 
 
-def _sign_in(page, base, token):
-    page.goto(base)
-    _idle(page)
-    page.get_by_label("Access token").fill(token)
-    page.get_by_role("button", name="Sign in").click()
+_sign_in = sign_in
 
 
 def _wait_text(page, text):

@@ -184,7 +184,7 @@ def test_bad_input_is_one_line(args, needle, dirs, tmp_path, capsys):
 
 
 def test_help_for_every_command(capsys):
-    for command in ("create", "add-reader", "serve", "export", "demo", "simulate"):
+    for command in ("create", "add-reader", "revoke-reader", "rotate-token", "serve", "export", "audit", "demo", "simulate"):
         code, out, _ = _run([command, "--help"], capsys)
         assert code == 0 and f"medsynth study {command}" in out and "repeat_fraction" in out
 

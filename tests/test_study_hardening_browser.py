@@ -4,25 +4,23 @@ backs off after failures."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
 from medsynth.config import compose_stage
-from medsynth.data.phantom import make_phantom
 from medsynth.study import db as study_db
-from medsynth.study.local_server import CHROMIUM_ARGS, LocalStudyServer, chromium_path
+from medsynth.study.local_server import LocalStudyServer, chromium_path
 from medsynth.study.questions import load_questions
 from medsynth.study.service import StudyService
 from medsynth.study.testing import free_port
+from tests.study_browser import IDLE, sign_in, write_scans
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = chromium_path()
-IDLE = "[data-test-script-state='notRunning']"
 STUDY = '<iframe srcdoc="<script>parent.__pwned=1</script>">'
 READER = '<img src=x onerror="window.__pwned=1">'
 ADMIN = "<script>window.__pwned=1</script>[x](javascript:window.__pwned=1)"
@@ -33,12 +31,7 @@ def server(tmp_path_factory):
     if CHROMIUM is None:
         pytest.skip("Debian chromium is not installed (apt-get install chromium)")
     root = tmp_path_factory.mktemp("hardening")
-    rng = np.random.default_rng(9)
-    files = []
-    for i in range(4):
-        vol, affine, _ = make_phantom((16, 16, 16), rng)
-        files.append(root / f"scan_{i}.nii.gz")
-        nib.save(nib.Nifti1Image(vol, affine), str(files[-1]))
+    files = write_scans(root, 4, (16, 16, 16), seed=9)
     url = f"sqlite:///{root / 'study.db'}"
     cfg = compose_stage(
         "study", [f"db={url}", f"port={free_port()}", "render.grid=[16,16,16]", "sign_in.free_failures=2",
@@ -54,21 +47,7 @@ def server(tmp_path_factory):
     study_db.dispose_engines()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
-        yield browser
-        browser.close()
-
-
-def _sign_in(page, base, token):
-    page.goto(base)
-    page.wait_for_selector(IDLE, timeout=30_000)
-    page.get_by_label("Access token").fill(token)
-    page.get_by_role("button", name="Sign in").click()
+_sign_in = sign_in
 
 
 def _assert_inert(page):
@@ -110,8 +89,12 @@ def test_sign_in_backs_off_after_failures(server, browser):
     page = browser.new_context().new_page()
     page.goto(base)
     page.wait_for_selector(IDLE, timeout=30_000)
-    for _ in range(2):
+    before = service.sign_in_failures()
+    for k in range(1, 3):
         _try(page, "wrong.token")
+        deadline = time.monotonic() + 30
+        while service.sign_in_failures() < before + k and time.monotonic() < deadline:
+            time.sleep(0.2)  # the server stored this failure (the message may be the previous one)
         page.get_by_text("Unknown, expired or revoked token").wait_for(timeout=30_000)
         page.wait_for_selector(IDLE, timeout=30_000)
     _try(page, tokens["reader"])  # the right token, but this session must wait now

@@ -91,17 +91,12 @@ def test_display_spacing_is_the_field_of_view_over_the_grid(tmp_path):
 
 
 def test_service_payload_is_reachable_only_and_the_next_one_is_warmed(tmp_path):
-    from medsynth.data.phantom import make_phantom
     from medsynth.study import db as study_db
+    from medsynth.study.demo import make_phantoms
     from medsynth.study.service import PermissionDenied, StudyService
     from medsynth.study.viewer_payload import _cached_payload
 
-    rng = np.random.default_rng(5)
-    files = []
-    for i in range(4):
-        vol, affine, _ = make_phantom((16, 16, 16), rng)
-        files.append(tmp_path / f"c{i}.nii.gz")
-        nib.save(nib.Nifti1Image(vol, affine), str(files[-1]))
+    files = make_phantoms(tmp_path / "cases", 4, (16, 16, 16), seed=5)
     service = StudyService(f"sqlite:///{tmp_path / 'study.db'}")
     questions = [{"key": "called_synthetic", "type": "bool", "text": "?", "labels": {"true": "S", "false": "R"}}]
     service.create_study("s", files[:2], files[2:], questions, RENDER, repeat_fraction=0.0)

@@ -12,16 +12,14 @@ import shutil
 import time
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import pytest
 from omegaconf import OmegaConf
 from sqlalchemy import select
 
 from medsynth.config import compose_stage
-from medsynth.data.phantom import make_phantom
 from medsynth.study import db as study_db
-from medsynth.study.local_server import CHROMIUM_ARGS, LocalStudyServer, chromium_path
+from medsynth.study.demo import make_phantoms
+from medsynth.study.local_server import LocalStudyServer, chromium_path
 from medsynth.study.models import Answer, Reader
 from medsynth.study.questions import load_questions
 from medsynth.study.service import StudyService
@@ -51,12 +49,7 @@ def server(tmp_path_factory):
     if CHROMIUM is None:
         pytest.skip("Debian chromium is not installed (apt-get install chromium)")
     root = tmp_path_factory.mktemp("viewer")
-    rng = np.random.default_rng(11)
-    files = []
-    for i in range(N_CASES):
-        vol, affine, _ = make_phantom((32, 32, 32), rng)
-        files.append(root / f"scan_{i}.nii.gz")
-        nib.save(nib.Nifti1Image(vol, affine), str(files[-1]))
+    files = make_phantoms(root / "cases", N_CASES, (32, 32, 32), seed=11)
     url = f"sqlite:///{root / 'study.db'}"
     cfg = compose_stage("study", [f"db={url}", f"port={free_port()}", "render.grid=[64,64,64]"])
     service = StudyService(url)
@@ -70,16 +63,6 @@ def server(tmp_path_factory):
     with LocalStudyServer(cfg, root) as base:
         yield base, tokens, service
     study_db.dispose_engines()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
-        yield browser
-        browser.close()
 
 
 def _signed_in_reader(browser, base, token):
@@ -178,7 +161,7 @@ def test_reading_tools_redraw_the_planes(server, browser):
     page.keyboard.press("f")
     # nothing that names the source or shows an intensity reaches the page
     html = page.content()
-    assert "scan_" not in html and ".nii" not in html
+    assert "phantom_" not in html and ".nii" not in html
     page.context.close()
 
 

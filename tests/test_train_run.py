@@ -9,7 +9,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_helpers import TINY_OVERRIDES, make_prepared, run_train  # noqa: E402
+from train_helpers import TINY_OVERRIDES, make_prepared, resume_run, run_train, train_losses  # noqa: E402
 
 from medsynth.errors import InputFileError  # noqa: E402
 from medsynth.models.checkpoint import load_for_sampling  # noqa: E402
@@ -40,12 +40,6 @@ def run_a(prepared, tmp_path_factory):
     return run_dir
 
 
-def _train_losses(run_dir: Path) -> pd.Series:
-    metrics = pd.read_csv(run_dir / "csv" / "metrics.csv")
-    rows = metrics.dropna(subset=["train/loss"])
-    return rows.set_index("step")["train/loss"]
-
-
 def test_few_step_run_writes_checkpoints_previews_config_and_metrics(run_a):
     assert (run_a / "checkpoints" / "last.ckpt").is_file()
     assert (run_a / "checkpoints" / "step_0000002.ckpt").is_file()
@@ -61,7 +55,7 @@ def test_few_step_run_writes_checkpoints_previews_config_and_metrics(run_a):
         assert metrics[column].notna().any()
     best = list((run_a / "checkpoints").glob("best-*.ckpt"))
     assert len(best) == 1
-    losses = _train_losses(run_a)
+    losses = train_losses(run_a)
     assert len(losses) == 6 and np.isfinite(losses).all()
 
 
@@ -119,25 +113,7 @@ def test_load_for_sampling_rejects_missing_corrupt_and_foreign(tmp_path, run_a):
 
 
 def test_exact_resume_matches_uninterrupted_run(run_a, prepared, tmp_path):
-    run_b = tmp_path / "run_b"
-    mid_epoch = run_a / "checkpoints" / "step_0000002.ckpt"  # 3 batches per epoch: step 2 is mid-epoch
-    rc = run_train(
-        [
-            f"data.root={prepared}",
-            f"hydra.run.dir={run_b}",
-            f"ckpt_path={mid_epoch}",
-            "callbacks.preview.num_samples=0",
-            *COMMON,
-        ]
-    )
-    assert rc == 0
-    uninterrupted, resumed = _train_losses(run_a), _train_losses(run_b)
-    assert list(resumed.index) == [2, 3, 4, 5]  # CSV "step" is the step before the update
-    np.testing.assert_allclose(resumed.values, uninterrupted.loc[resumed.index].values, rtol=1e-4, atol=1e-6)
-    a = torch.load(run_a / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    b = torch.load(run_b / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+    resume_run(run_a, prepared, tmp_path / "run_b", COMMON)  # 3 batches per epoch: step 2 is mid-epoch
 
 
 def test_multirun_sweep_runs_each_job(prepared, tmp_path):

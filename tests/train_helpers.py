@@ -8,6 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
+import torch
 
 from medsynth.data.phantom import make_phantom
 
@@ -69,3 +70,23 @@ def make_prepared(
     }
     (folder / "preprocessing.json").write_text(json.dumps(info))
     return folder
+
+
+def train_losses(run_dir: Path) -> pd.Series:
+    """train/loss by step from a run's CSV log (``logger=csv``)."""
+    metrics = pd.read_csv(run_dir / "csv" / "metrics.csv")
+    return metrics.dropna(subset=["train/loss"]).set_index("step")["train/loss"]
+
+
+def resume_run(run_a: Path, prepared: Path, run_b: Path, common: list[str], step: int = 2) -> None:
+    """Resume ``run_a``'s ``step_<step>.ckpt`` into ``run_b``: the losses and final weights must match run_a's."""
+    mid_epoch = run_a / "checkpoints" / f"step_{step:07d}.ckpt"
+    args = [f"data.root={prepared}", f"hydra.run.dir={run_b}", f"ckpt_path={mid_epoch}", "callbacks.preview.num_samples=0"]
+    assert run_train([*args, *common]) == 0
+    uninterrupted, resumed = train_losses(run_a), train_losses(run_b)
+    assert list(resumed.index) == list(range(step, int(uninterrupted.index.max()) + 1))  # CSV step: before the update
+    np.testing.assert_allclose(resumed.values, uninterrupted.loc[resumed.index].values, rtol=1e-4, atol=1e-6)
+    a = torch.load(run_a / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(run_b / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)

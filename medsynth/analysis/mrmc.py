@@ -43,6 +43,10 @@ tell synthetic from real?), Hillis 2018 section 2.3:
 Several treatments (do the models differ?), Hillis 2007:
 
     F = ms_t / den,  den = ms_tr + R max(cov2 - cov3, 0),  ddf = den^2 / (ms_tr^2 / ((T-1)(R-1))).
+
+Both match MRMCaov and RJafroc to every printed digit on the Van Dyke data (tests/test_analysis_mrmc.py).
+With 4 readers the Hillis df make both tests slightly liberal (5-6.5% at alpha 0.05 on Roe-Metz
+studies): a property of the method, measured in docs/analysis.md (Calibration).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ Written by hand because no maintained library checks a series' geometry before r
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,7 @@ class DicomSeries:
         number: SeriesNumber, or None.
         files: every file of the series, in name order.
         sop_instance_uids: sorted SOPInstanceUIDs (the same scan copied elsewhere has the same ones).
+        warnings: what pydicom warned about while reading the headers, one line each.
     """
 
     folder: Path
@@ -76,6 +78,7 @@ class DicomSeries:
     number: int | None
     files: tuple[Path, ...]
     sop_instance_uids: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -134,21 +137,25 @@ def scan_folder(folder: Path, files: Sequence[Path]) -> tuple[list[DicomSeries],
     groups: dict[str, list] = {}
     unreadable: list[tuple[Path, str]] = []
     for path in files:
-        try:
-            header = read_dataset(path, stop_before_pixels=True)
-        except Exception as err:  # pydicom raises InvalidDicomError, EOFError, struct.error, ...
-            unreadable.append((path, f"not a readable DICOM file ({_one_line(err)})"))
+        with warnings.catch_warnings(record=True) as caught:  # pydicom's warnings become ours
+            warnings.simplefilter("always")
+            try:
+                header = read_dataset(path, stop_before_pixels=True)
+                special = str(header.get("SOPClassUID", "")) == MEDIA_DIRECTORY_SOP_CLASS
+                uid = str(header.get("SeriesInstanceUID", "") or "")
+            except Exception as err:  # pydicom raises InvalidDicomError, EOFError, struct.error, ...
+                unreadable.append((path, f"not a readable DICOM file ({_one_line(err)})"))
+                continue
+        if special or path.name.upper() == "DICOMDIR":
             continue
-        if str(header.get("SOPClassUID", "")) == MEDIA_DIRECTORY_SOP_CLASS or path.name.upper() == "DICOMDIR":
-            continue
-        uid = str(header.get("SeriesInstanceUID", "") or "")
         if not uid:
             unreadable.append((path, "DICOM file without SeriesInstanceUID (not part of a series)"))
             continue
-        groups.setdefault(uid, []).append((path, header))
+        groups.setdefault(uid, []).append((path, header, warning_lines(caught)))
     series = []
     for uid, members in groups.items():
         first = members[0][1]
+        notes = tuple(dict.fromkeys(line for *_, lines in members for line in lines))
         number = first.get("SeriesNumber")
         series.append(
             DicomSeries(
@@ -157,8 +164,9 @@ def scan_folder(folder: Path, files: Sequence[Path]) -> tuple[list[DicomSeries],
                 modality=str(first.get("Modality", "") or ""),
                 description=str(first.get("SeriesDescription", "") or "").strip(),
                 number=int(number) if number not in (None, "") else None,
-                files=tuple(sorted(p for p, _ in members)),
-                sop_instance_uids=tuple(sorted(str(h.get("SOPInstanceUID", "")) for _, h in members)),
+                files=tuple(sorted(p for p, *_ in members)),
+                sop_instance_uids=tuple(sorted(str(h.get("SOPInstanceUID", "")) for _, h, _ in members)),
+                warnings=notes,
             )
         )
     series.sort(key=lambda s: (s.number if s.number is not None else -1, s.uid))
@@ -191,6 +199,11 @@ def find_series(folder: Path, uid: str | None) -> DicomSeries:
         path, reason = unreadable[0]
         raise SeriesError(f"{chosen.label}: file {path.name}: {reason}")
     return chosen
+
+
+def warning_lines(caught) -> list[str]:
+    """``pydicom: <message>`` for each recorded warning (without pydicom's link to the standard)."""
+    return [f"pydicom: {_one_line(w.message).split(' Please see')[0]}" for w in caught]
 
 
 def _one_line(err: BaseException) -> str:

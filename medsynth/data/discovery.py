@@ -45,6 +45,7 @@ class SourceItem:
         problem: why the entry is unusable before even reading it (e.g. missing file), or None.
         label: the subject's label map (a volume file on the image's grid), or None.
         series_uid: for a DICOM folder, the SeriesInstanceUID to read (None: its only series).
+        series: the series' files as found by discovery (spares reading every header again).
         spacing_tolerance: DICOM: accepted relative deviation of a slice step from the median.
         content_id: what makes two entries the same scan when already known (a DICOM series:
             its SOPInstanceUIDs); files are compared by canonical path and content hash.
@@ -56,6 +57,7 @@ class SourceItem:
     problem: str | None = None
     label: Path | None = None
     series_uid: str | None = None
+    series: DicomSeries | None = None
     spacing_tolerance: float = DEFAULT_SPACING_TOLERANCE
     content_id: str | None = None
 
@@ -117,6 +119,7 @@ def _series_items(
                 subject_id=name,
                 columns={SERIES_COLUMN: one.uid},
                 series_uid=one.uid,
+                series=one,
                 content_id="dicom:" + ",".join(one.sop_instance_uids),
             )
         )

@@ -16,7 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from medsynth.data.dicom_series import DEFAULT_SPACING_TOLERANCE, SeriesError, check_series, find_series
+from medsynth.data.dicom_series import (
+    DEFAULT_SPACING_TOLERANCE,
+    DicomSeries,
+    SeriesError,
+    check_series,
+    find_series,
+    warning_lines,
+)
 from medsynth.data.reading import ITK_SUFFIXES, NIFTI_SUFFIXES, Volume, read_volume, volume_suffix
 from medsynth.errors import InputFileError
 
@@ -104,6 +111,7 @@ def load_checked_volume(
     allow_4d: bool = False,
     series_uid: str | None = None,
     spacing_tolerance: float = DEFAULT_SPACING_TOLERANCE,
+    series: DicomSeries | None = None,
 ) -> Volume:
     """Read a volume file or DICOM series folder, with every check of :func:`validate_volume_file`.
 
@@ -112,6 +120,7 @@ def load_checked_volume(
         allow_4d: accept (X, Y, Z, T).
         series_uid: for a folder, the SeriesInstanceUID to read (None: the folder's only series).
         spacing_tolerance: DICOM: largest relative deviation of a slice step from the median step.
+        series: the folder's series as already scanned (then ``series_uid`` is not looked up again).
 
     Returns:
         the :class:`~medsynth.data.reading.Volume` (array (X, Y, Z) or (X, Y, Z, T) float32, RAS affine).
@@ -128,12 +137,11 @@ def load_checked_volume(
         try:
             with warnings.catch_warnings(record=True) as caught:  # pydicom's warnings become ours
                 warnings.simplefilter("always")
-                dicom_files = check_series(find_series(path, series_uid), spacing_tolerance)
+                found = series if series is not None else find_series(path, series_uid)
+                dicom_files = check_series(found, spacing_tolerance)
         except SeriesError as err:
             raise InputFileError(path, str(err)) from None
-        header_warnings = list(
-            dict.fromkeys(f"pydicom: {_one_line(w.message).split(' Please see')[0]}" for w in caught)
-        )
+        header_warnings = list(dict.fromkeys([*found.warnings, *warning_lines(caught)]))
     else:
         check_readable_file(path)
     from nibabel.filebasedimages import ImageFileError
@@ -156,7 +164,11 @@ def load_checked_volume(
 def load_checked_item(item, allow_4d: bool = True) -> Volume:
     """:func:`load_checked_volume` of a discovered :class:`~medsynth.data.discovery.SourceItem`."""
     return load_checked_volume(
-        item.source, allow_4d=allow_4d, series_uid=item.series_uid, spacing_tolerance=item.spacing_tolerance
+        item.source,
+        allow_4d=allow_4d,
+        series_uid=item.series_uid,
+        spacing_tolerance=item.spacing_tolerance,
+        series=item.series,
     )
 
 

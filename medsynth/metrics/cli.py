@@ -35,9 +35,22 @@ def main(argv: Sequence[str]) -> int:
         print(DESCRIPTION + format_defaults("evaluate"))
         return 0
     from medsynth.config import compose_stage
+    from medsynth.io.slurm_array import array_role
     from medsynth.metrics.evaluation import evaluate
 
     cfg = compose_stage("evaluate", args)
+    role = array_role(cfg)  # a SLURM array task, its finishing step, or None
+    if role is not None and not role.finishing:
+        from medsynth.metrics.array import run_task
+
+        done = run_task(cfg, role)
+        print(f"medsynth evaluate: array task {role.task} of {role.tasks}: radiomics of {done['files']} "
+              f"file(s) cached; record {done['record']} (array.finish=true computes the metrics)")
+        return 0
+    if role is not None:
+        from medsynth.metrics.array import finishing_config
+
+        cfg = finishing_config(cfg, role)
     result = evaluate(cfg)
     for note in result.notes:
         print(f"medsynth evaluate: {note}", file=sys.stderr)

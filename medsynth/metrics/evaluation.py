@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from medsynth import __version__
@@ -31,6 +30,7 @@ from medsynth.metrics import per_image, set_metrics
 from medsynth.metrics.radiomics_features import RadiomicsSettings, default_cache_dir, extract_features
 from medsynth.metrics.uncertainty import bootstrap_intervals, split_halves
 from medsynth.metrics.volume_folder import case_ids, list_volume_files, load_volumes, model_to_unit
+from medsynth.models.precision import resolve_device
 
 #: set-level metrics every metrics.json holds (fid3d/kid3d are added when a feature extractor is set)
 SET_KEYS = (
@@ -56,15 +56,6 @@ class EvaluationResult:
     nearest_neighbours: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError as err:
-        raise ConfigError("device", str(err)) from None
 
 
 def radiomics_settings(cfg: DictConfig) -> RadiomicsSettings:

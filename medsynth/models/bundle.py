@@ -36,14 +36,18 @@ class Representation(Protocol):
 
 @dataclass
 class DiffusionSettings:
-    """The training noise process (MONAI scheduler arguments)."""
+    """The training noise process (MONAI scheduler arguments; see :mod:`medsynth.models.noise`)."""
 
     num_train_timesteps: int
-    schedule: str  # MONAI schedule name: linear_beta | scaled_linear_beta | cosine
+    schedule: str  # MONAI schedule name: linear_beta | scaled_linear_beta | cosine (ddpm only)
     beta_start: float
     beta_end: float
-    prediction_type: str  # epsilon | v_prediction | sample
+    prediction_type: str  # epsilon | v_prediction | sample | flow (x0 - eps)
     clip_sample: bool = True
+    process: str = "ddpm"  # ddpm (variance preserving) | rflow (rectified flow)
+    time_sampling: str = "uniform"  # rflow training times: uniform | logit-normal
+    logit_loc: float = 0.0  # logit-normal location and scale (rflow)
+    logit_scale: float = 1.0
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
 One training step (shapes for a batch of B volumes of (D, H, W) voxels):
     image (B, 1, D, H, W) in [-1, 1] --representation.encode--> x0 (B, C, d, h, w)
-    t ~ U{0..T-1} (B,), noise ~ N(0, I), x_t = sqrt(a_t) x0 + sqrt(1 - a_t) noise  (MONAI DDPMScheduler)
-    loss = mean_b w_b * mean_voxels (net(x_t, t, cond) - target)^2    (target: noise | v | x0; w: min-SNR or 1)
+    t (B,) in [0, T), noise ~ N(0, I), x_t = alpha_t x0 + sigma_t noise   (medsynth.models.noise: MONAI
+        DDPMScheduler, t uniform; or rflow: MONAI RFlowScheduler, alpha = 1 - t/T, t uniform | logit-normal)
+    loss = mean_b w_b * mean_voxels (net(x_t, t, cond) - target)^2    (target: noise | v | x0 | x0 - noise; w: min-SNR or 1)
 
 Noise, timesteps and condition dropout come from a generator seeded by (seed, global step, rank),
 so a resumed run draws exactly what an uninterrupted run would have drawn. An EMA copy of the
@@ -33,14 +34,9 @@ from medsynth.models.bundle import (
 )
 from medsynth.models.cpu_threads import apply_num_threads
 from medsynth.models.ema import build_ema
-from medsynth.models.losses import (
-    build_train_scheduler,
-    diffusion_loss,
-    min_snr_weight,
-    prediction_target,
-    signal_to_noise,
-)
+from medsynth.models.losses import diffusion_loss, min_snr_weight
 from medsynth.models.networks import ConditionedUNet, unet_kwargs_from_config
+from medsynth.models.noise import NoiseProcess
 from medsynth.models.paired import build_paired_representation
 from medsynth.models.representation import default_representation_name
 from medsynth.models.schedules import warmup_cosine
@@ -56,13 +52,14 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def resolve_representation_name(name: str, shape: tuple[int, int, int]) -> str:
-    """``auto`` -> wavelet for shapes of 64^3 and above, pixel below; other names unchanged."""
-    return default_representation_name(shape) if name == "auto" else name
+def resolve_representation_name(name: str, shape: tuple[int, int, int], min_side: int) -> str:
+    """``auto`` -> wavelet when every side is >= ``min_side`` (``model.auto_wavelet_min_side``), pixel below;
+    other names unchanged."""
+    return default_representation_name(shape, min_side) if name == "auto" else name
 
 
 class DiffusionModule(pl.LightningModule):
-    """3D DDPM training on a pixel or wavelet representation with optional conditioning and EMA.
+    """3D diffusion (DDPM family or rectified flow) training on a pixel or wavelet representation with optional conditioning and EMA.
 
     Args:
         config: the resolved training config as a plain dict (groups ``model``, ``diffusion``,
@@ -88,7 +85,9 @@ class DiffusionModule(pl.LightningModule):
         model_cfg, diff_cfg = config["model"], config["diffusion"]
         self.geometry = geometry
         self.image_shape = tuple(int(s) for s in geometry["shape"])
-        self.representation_name = resolve_representation_name(model_cfg["representation"], self.image_shape)
+        self.representation_name = resolve_representation_name(
+            model_cfg["representation"], self.image_shape, int(model_cfg["auto_wavelet_min_side"])
+        )
         self.label_classes = int(geometry.get("label_classes", 0))  # paired image + label model when > 0
         self.representation = build_paired_representation(self.representation_name, self.label_classes)
         channels = self.representation.latent_shape(self.image_shape)[0]
@@ -103,7 +102,10 @@ class DiffusionModule(pl.LightningModule):
             covariate_std=covariate_std,
         )
         self.ema = build_ema(
-            self.network, float(model_cfg["ema_decay"]), bool(model_cfg.get("ema_warmup", True))
+            self.network,
+            float(model_cfg["ema_decay"]),
+            bool(model_cfg.get("ema_warmup", True)),
+            int(model_cfg["ema_warmup_steps"]),
         )
         if model_cfg.get("gradient_checkpointing", False):
             self.network.enable_gradient_checkpointing()
@@ -114,8 +116,12 @@ class DiffusionModule(pl.LightningModule):
             beta_end=float(diff_cfg["beta_end"]),
             prediction_type=str(diff_cfg["prediction_type"]),
             clip_sample=bool(diff_cfg.get("clip_sample", True)),
+            process=str(diff_cfg.get("process", "ddpm")),
+            time_sampling=str(diff_cfg.get("time_sampling", "uniform")),
+            logit_loc=float(diff_cfg.get("logit_loc", 0.0)),
+            logit_scale=float(diff_cfg.get("logit_scale", 1.0)),
         )
-        self.scheduler = build_train_scheduler(self.diffusion)
+        self.noise_process = NoiseProcess(self.diffusion)
         self.loss_kind = str(diff_cfg.get("loss", "mse"))
         gamma = diff_cfg.get("min_snr_gamma")
         self.min_snr_gamma = None if gamma is None else float(gamma)
@@ -148,23 +154,19 @@ class DiffusionModule(pl.LightningModule):
         x0 = self.representation.encode(batch["image"].float())
         batch_size = x0.shape[0]
         noise = torch.randn(x0.shape, generator=generator, device=self.device, dtype=x0.dtype)
-        timesteps = torch.randint(
-            0, self.diffusion.num_train_timesteps, (batch_size,), generator=generator, device=self.device
-        )
+        timesteps = self.noise_process.sample_timesteps(batch_size, generator, self.device)
         drop = None
         if train and self.cond_drop_prob > 0:
             drop = torch.rand(batch_size, generator=generator, device=self.device) < self.cond_drop_prob
-        noisy = self.scheduler.add_noise(x0, noise, timesteps)
+        noisy = self.noise_process.add_noise(x0, noise, timesteps)
         labels, covariates = self._conditions(batch)
         prediction = network(
             noisy, timesteps, class_labels=labels, covariates=covariates, drop_condition=drop
         )
-        target = prediction_target(self.scheduler, x0, noise, timesteps, self.diffusion.prediction_type)
+        target = self.noise_process.target(x0, noise, timesteps)
         weights = None
         if self.min_snr_gamma is not None:
-            weights = min_snr_weight(
-                signal_to_noise(self.scheduler, timesteps), self.min_snr_gamma, self.diffusion.prediction_type
-            )
+            weights = min_snr_weight(self.noise_process, timesteps, self.min_snr_gamma)
         return diffusion_loss(prediction, target, self.loss_kind, weights)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -228,7 +230,13 @@ class DiffusionModule(pl.LightningModule):
             if self.trainer.max_steps and self.trainer.max_steps > 0
             else int(self.trainer.estimated_stepping_batches)
         )
-        scheduler = warmup_cosine(optimizer, int(optim["warmup_steps"]), total, float(optim["min_lr_ratio"]))
+        scheduler = warmup_cosine(
+            optimizer,
+            int(optim["warmup_steps"]),
+            total,
+            float(optim["min_lr_ratio"]),
+            float(optim["warmup_start_factor"]),
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ------------------------------------------------------------------ sampling contract

@@ -87,6 +87,6 @@ def build_representation(name: str) -> PixelRepresentation | WaveletRepresentati
         ) from None
 
 
-def default_representation_name(shape: tuple[int, int, int]) -> str:
-    """``wavelet`` for volumes of 64^3 voxels and above (every side >= 64), ``pixel`` below."""
-    return "wavelet" if min(int(s) for s in shape) >= 64 else "pixel"
+def default_representation_name(shape: tuple[int, int, int], min_side: int) -> str:
+    """``wavelet`` when every side is >= ``min_side`` voxels (``model.auto_wavelet_min_side``), ``pixel`` below."""
+    return "wavelet" if min(int(s) for s in shape) >= int(min_side) else "pixel"

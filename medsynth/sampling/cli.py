@@ -23,11 +23,12 @@ from medsynth.config import compose_stage, format_defaults, require
 from medsynth.errors import ConfigError, InputFileError
 from medsynth.io.atomic import atomic_write_text, remove_stale_temporaries
 from medsynth.io.fingerprint import PREPROCESSING_FILE
+from medsynth.io.slurm_array import array_role, check_task_records, shard, write_task_record
 from medsynth.models.bundle import SamplingBundle
-from medsynth.sampling.array import array_role, check_task_records, shard, write_task_record
+from medsynth.models.precision import resolve_device
 from medsynth.sampling.contact_sheet import write_contact_sheet
 from medsynth.sampling.export import check_export_settings, read_settings_key
-from medsynth.sampling.generate import resolve_device, resolve_precision, validate_conditions
+from medsynth.sampling.generate import sampling_precision, validate_conditions
 from medsynth.sampling.manifest import manifest_rows, write_datalist, write_manifest
 from medsynth.sampling.plan import GenerationSettings, SampleSpec, build_plan
 from medsynth.sampling.samplers import build_sampler
@@ -35,7 +36,7 @@ from medsynth.sampling.samplers import build_sampler
 DESCRIPTION = """\
 medsynth sample: generate synthetic 3D volumes from a trained checkpoint.
 
-  medsynth sample ckpt=PATH num_samples=N out_dir=DIR [sampler=ddim|ddpm|pndm|dpmpp] [steps=K]
+  medsynth sample ckpt=PATH num_samples=N out_dir=DIR [sampler=dpmpp3m|dpmpp|heun|pndm|ddim|euler|ddpm] [steps=K] [grid=auto|uniform|logsnr|karras]
                   [seed=S] [guidance_scale=G] [label=V | labels={V:COUNT,...}] [devices=N] ...
 
 Writes DIR/sample_00000.nii.gz ... (the training data's affine and spacing), DIR/manifest.csv
@@ -68,10 +69,7 @@ def target_device(cfg: DictConfig) -> torch.device:
         )
         return torch.device("cuda" if cuda else "cpu")
     device = str(cfg.device)
-    try:
-        resolved = resolve_device(None if device == "auto" else device)
-    except RuntimeError as err:
-        raise ConfigError("device", " ".join(str(err).split())) from None
+    resolved = resolve_device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device", f"'{device}' asked for but CUDA is not available here (use device=cpu)")
     return resolved
@@ -85,7 +83,8 @@ def prepare(cfg: DictConfig, bundle: SamplingBundle) -> tuple[GenerationSettings
     """Validate every setting against the checkpoint and fix the plan (raises MedsynthError)."""
     device = target_device(cfg)
     sampler_name = str(cfg.sampler.name)
-    solver = build_sampler(sampler_name, bundle.diffusion, cfg.steps, float(cfg.eta))
+    grid = cfg.get("grid", cfg.sampler.get("grid"))
+    solver = build_sampler(sampler_name, bundle.diffusion, cfg.steps, float(cfg.eta), grid)
     check_export_settings(str(cfg.intensity), str(cfg.dtype), bundle.intensity)
     if int(cfg.batch_size) < 1:
         raise ConfigError("batch_size", f"must be >= 1, got {cfg.batch_size}")
@@ -94,9 +93,10 @@ def prepare(cfg: DictConfig, bundle: SamplingBundle) -> tuple[GenerationSettings
     settings = GenerationSettings(
         sampler=sampler_name,
         steps=solver.num_steps,
-        eta=float(cfg.eta) if sampler_name == "ddim" else (1.0 if sampler_name == "ddpm" else 0.0),
+        eta=solver.eta if solver.spec.uses_eta else (1.0 if sampler_name == "ddpm" else 0.0),
+        grid=solver.grid_kind,
         guidance_scale=float(cfg.guidance_scale),
-        precision=resolve_precision(str(cfg.precision), device),
+        precision=sampling_precision(str(cfg.precision), device),
         intensity=str(cfg.intensity),
         dtype=str(cfg.dtype),
         base_seed=int(cfg.seed),
@@ -157,7 +157,7 @@ def run_sampling(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(str(require(cfg, "out_dir")))
     if out_dir.exists() and not out_dir.is_dir():
         raise InputFileError(out_dir, "out_dir exists and is not a folder")
-    role = array_role(cfg, "sample")  # a SLURM array task, its finishing step, or None
+    role = array_role(cfg)  # a SLURM array task, its finishing step, or None
     bundle = load_bundle(ckpt, bool(cfg.use_ema))
     settings, specs = prepare(cfg, bundle)
     todo = pending(specs, out_dir, bool(cfg.overwrite))

@@ -19,20 +19,12 @@ import torch
 
 from medsynth.errors import ConfigError
 from medsynth.models.bundle import SamplingBundle
-from medsynth.sampling.samplers import build_sampler
+from medsynth.models.precision import resolve_device, resolve_precision
+from medsynth.sampling.samplers import build_sampler, make_denoiser
 
+#: sample ``precision`` values (aliases of Lightning's names, see ``medsynth.models.precision``)
 PRECISIONS = ("auto", "32", "bf16", "16")
-_PRECISION_ALIASES = {
-    "auto": "auto",
-    "32": "32",
-    "fp32": "32",
-    "32-true": "32",
-    "bf16": "bf16",
-    "bf16-mixed": "bf16",
-    "16": "16",
-    "fp16": "16",
-    "16-mixed": "16",
-}
+AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16, "32-true": None}
 
 
 def sample_seed(seed: int, index: int) -> int:
@@ -41,45 +33,24 @@ def sample_seed(seed: int, index: int) -> int:
     return int((int(state[0]) << 31) ^ int(state[1]))
 
 
-def resolve_device(device: torch.device | str | None) -> torch.device:
-    """``None``: the first CUDA device if there is one, else the CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """bfloat16 runs natively: CUDA with bf16 support, or an x86 CPU with AVX-512 BF16 / AMX."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-        amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-        return bool((check and check()) or (amx and amx()))
-    return False
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> ``bf16`` where the device runs it natively, else ``32``; validates the name."""
-    key = _PRECISION_ALIASES.get(str(precision))
-    if key is None:
+def sampling_precision(precision: str, device: torch.device) -> str:
+    """``precision`` as a Lightning name the sampler can run on ``device`` (``auto``: bf16 where native)."""
+    resolved = resolve_precision(str(precision), device)
+    if resolved not in AUTOCAST_DTYPES:
         raise ConfigError(
             "precision", f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})"
         )
-    if key == "auto":
-        return "bf16" if bf16_supported(device) else "32"
-    if key == "16" and device.type != "cuda":
+    if resolved == "16-mixed" and device.type != "cuda":
         raise ConfigError("precision", "fp16 autocast needs a CUDA device; use bf16 or 32 on the CPU")
-    return key
+    return resolved
 
 
 def autocast(device: torch.device, precision: str):
-    """Autocast context for the network forward pass (the sampler update itself stays float32)."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    if precision == "16":
-        return torch.autocast(device_type=device.type, dtype=torch.float16)
-    return contextlib.nullcontext()
+    """Autocast context for the network forward pass (the sampler update itself runs in float64)."""
+    dtype = AUTOCAST_DTYPES[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @dataclass
@@ -150,8 +121,8 @@ def validate_conditions(
 def iter_generate(
     bundle: SamplingBundle,
     seeds: Sequence[int],
-    sampler: str = "ddim",
-    steps: int | None = 50,
+    sampler: str = "dpmpp3m",
+    steps: int | None = None,
     eta: float = 0.0,
     guidance_scale: float = 1.0,
     class_labels: Sequence[int] | None = None,
@@ -159,6 +130,7 @@ def iter_generate(
     batch_size: int = 4,
     device: torch.device | str | None = None,
     precision: str = "auto",
+    grid: str | None = None,
     on_step: Callable[[float], None] | None = None,
 ) -> Iterator[GeneratedBatch]:
     """Generate ``len(seeds)`` volumes batch by batch (see :func:`generate_volumes` for arguments).
@@ -171,9 +143,9 @@ def iter_generate(
     seeds = [int(s) for s in seeds]
     labels, covs = validate_conditions(bundle, len(seeds), guidance_scale, class_labels, covariates)
     device = resolve_device(device)
-    precision = resolve_precision(precision, device)
-    solver = build_sampler(sampler, bundle.diffusion, steps, eta)
-    n_evals = len(solver.timesteps())
+    precision = sampling_precision(precision, device)
+    solver = build_sampler(sampler, bundle.diffusion, steps, eta, grid)
+    n_evals = solver.network_evaluations
     latent = tuple(bundle.representation.latent_shape(tuple(bundle.geometry.shape)))
     network = bundle.network.to(device).eval()
     guidance = float(guidance_scale)
@@ -204,9 +176,10 @@ def iter_generate(
                     out = uncond + guidance * (out - uncond)
             return out
 
+        denoise = make_denoiser(model, bundle.diffusion, solver.grid)
         with torch.inference_mode():
             x = x_init
-            for x in solver.run(model, x_init, noise):  # noqa: B007 (x: the last step's output)
+            for x in solver.run(denoise, x_init, noise):  # noqa: B007 (x: the last step's output)
                 if on_step is not None:
                     on_step(len(positions) / n_evals)
             volumes = bundle.representation.decode(x.float()).clamp(-1.0, 1.0).float().cpu()
@@ -216,8 +189,8 @@ def iter_generate(
 def generate_volumes(
     bundle: SamplingBundle,
     seeds: Sequence[int],
-    sampler: str = "ddim",
-    steps: int | None = 50,
+    sampler: str = "dpmpp3m",
+    steps: int | None = None,
     eta: float = 0.0,
     guidance_scale: float = 1.0,
     class_labels: Sequence[int] | None = None,
@@ -225,6 +198,7 @@ def generate_volumes(
     batch_size: int = 4,
     device: torch.device | None = None,
     precision: str = "auto",
+    grid: str | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
     """Sample one volume per seed.
@@ -232,8 +206,8 @@ def generate_volumes(
     Args:
         bundle: the model and its training settings (``load_for_sampling`` or ``DiffusionModule.sampling_bundle``).
         seeds: one generator seed per volume; volume i depends on ``seeds[i]`` and the settings only.
-        sampler: ``ddpm`` | ``ddim`` | ``pndm`` | ``dpmpp``.
-        steps: network evaluations (pndm adds its Runge-Kutta warm-up); ``None``: the sampler's default.
+        sampler: a name in :data:`medsynth.sampling.samplers.SAMPLERS` (``dpmpp3m``: 10 steps, the default).
+        steps: grid steps (network evaluations; heun 2 * steps - 1); ``None``: the sampler's default.
         eta: DDIM stochasticity (0 deterministic, 1 DDPM-like); ignored by the others.
         guidance_scale: classifier-free guidance weight (1 = plain conditional sampling).
         class_labels: (N,) class indices for a class-conditional model.
@@ -241,6 +215,7 @@ def generate_volumes(
         batch_size: volumes per network call.
         device: ``None`` = CUDA if available, else CPU.
         precision: ``auto`` (bf16 where native), ``32``, ``bf16`` or ``16`` (CUDA) autocast.
+        grid: ``uniform`` | ``logsnr`` | ``karras`` (:func:`~medsynth.sampling.samplers.noise_grid`); None: the sampler's.
         progress: show a rich progress bar.
 
     Returns:
@@ -263,6 +238,7 @@ def generate_volumes(
             batch_size=batch_size,
             device=device,
             precision=precision,
+            grid=grid,
             on_step=lambda v: bar.advance(task, v),
         ):
             for j, p in enumerate(batch.positions):

@@ -43,6 +43,7 @@ def manifest_rows(
             "sampler": settings.sampler,
             "steps": settings.steps,
             "eta": settings.eta,
+            "grid": settings.grid,
             "guidance_scale": settings.guidance_scale,
         }
         if spec.label_index is not None:

@@ -30,6 +30,7 @@ class GenerationSettings:
     sampler: str
     steps: int | None
     eta: float
+    grid: str
     guidance_scale: float
     precision: str
     intensity: str

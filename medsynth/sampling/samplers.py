@@ -1,26 +1,36 @@
-"""Reverse-diffusion samplers: ddpm, ddim, pndm and DPM-Solver++(2M), on the training noise schedule.
+"""Samplers as plain functions over one float64 noise grid (EDM-style: Karras et al. 2022, Alg. 1-2).
 
-Every sampler works on the *discrete* schedule the model was trained with: ``alphas_cumprod``
-comes from the MONAI scheduler built from :class:`~medsynth.models.bundle.DiffusionSettings`,
-so sampling can never drift from training. Shapes: ``x`` is (B, C, d, h, w), ``t`` an int
-timestep in [0, T).
+Every sampler walks the same kind of object, a :class:`NoiseGrid`: n network-evaluation timesteps
+t_0 > ... > t_{n-1} of the training process and n + 1 points (alpha_i, sigma_i) of
+x = alpha x0 + sigma eps, the last one clean data (1, 0). The grid comes from the checkpoint's
+:class:`~medsynth.models.noise.NoiseProcess` (DDPM or rectified flow) and a grid type:
 
-Which code does what, and why:
+============  ===============================================================================
+``uniform``   evenly spaced training timesteps (MONAI's ``set_timesteps``; every timestep when n = T)
+``logsnr``    evenly spaced in log-SNR lambda = log(alpha / sigma) (DPM-Solver's "logSNR")
+``karras``    EDM's rho-spaced sigma/alpha (rho = 7)
+``auto``      ``logsnr`` for DDPM schedules, ``uniform`` for rflow (:data:`AUTO_GRID`)
+============  ===============================================================================
 
-- ``pndm``: MONAI's ``PNDMScheduler`` (deterministic, its ``set_timesteps``/``step`` agree).
-- ``ddim`` and ``ddpm``: the DDIM update (Song et al. 2021, eq. 12) written here, because in
-  MONAI 1.6.1 ``DDIMScheduler.step`` takes the previous timestep as ``t - T // n`` while
-  ``set_timesteps`` places them at ``linspace(T-1, 0, n)`` (they disagree unless n divides T),
-  and both MONAI ``step``s draw one batch-wide noise tensor on the device, which breaks the
-  per-sample determinism rule. ``ddpm`` is the same update with eta = 1 (that is exactly the DDPM
-  posterior with the "fixed_small" variance, tested against ``DDPMScheduler.step``); with
-  ``steps < T`` it is strided ancestral sampling.
-- ``dpmpp``: DPM-Solver++(2M) (Lu et al. 2022, Alg. 2, data prediction, lower order at the
-  first and last step), written here because the maintained implementation (``diffusers``)
-  needs ``huggingface-hub``/``safetensors``/``regex`` that this project does not ship.
+A sampler gets ``denoise(x, i) -> (x0, eps)``, the network's estimate at grid point i (float64,
+x0-clipping applied), and updates x in float64. Notation: a, s = alpha_i, sigma_i; a1, s1 = the
+next point; lambda = log(a / s); h = lambda_1 - lambda. Shapes: x is (B, C, d, h, w).
 
-Stochastic samplers draw their step noise through ``noise(shape)``, a callable that returns
-(B, C, d, h, w) noise made from each sample's own generator (see ``generate.py``).
+- ``ddim`` (Song et al. 2021, eq. 12/16): x1 = a1 x0 + sqrt(s1^2 - c^2) eps + c z, with c the
+  eta-scaled posterior std; eta = 0 is Euler on the probability-flow ODE (``euler``; for rflow it
+  is exactly MONAI ``RFlowScheduler.step``), eta = 1 with every timestep is ``ddpm``.
+- ``heun``: EDM's 2nd-order Heun on dx~/dsigma~ = eps (x~ = x / alpha, sigma~ = sigma / alpha);
+  2n - 1 evaluations, Euler for the last step.
+- ``pndm`` (PLMS, Liu et al. 2022): Adams-Bashforth on eps (orders 1-4) through the DDIM transfer.
+- ``dpmpp`` (DPM-Solver++(2M), Lu et al. 2022, Alg. 2) and ``dpmpp3m`` (its 3rd-order multistep,
+  as in k-diffusion's ``sample_dpmpp_3m_sde`` with eta = 0), in data prediction.
+
+Written here rather than taken from MONAI because MONAI 1.6's schedulers stop at alpha_bar_0
+(PNDM ends with ~2% noise left), disagree on their own grids (``DDIMScheduler``: previous
+timestep t - T // n vs ``linspace``) and draw one batch-wide noise tensor (breaks per-sample
+determinism); the maintained multistep solvers live in ``diffusers`` (not shipped here).
+Stochastic samplers take their step noise from ``noise(shape)``, which returns (B, C, d, h, w)
+noise drawn from each sample's own generator (see ``generate.py``).
 """
 
 from __future__ import annotations
@@ -28,229 +38,281 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
 from medsynth.errors import ConfigError
 from medsynth.models.bundle import DiffusionSettings
-
-SAMPLERS = ("ddpm", "ddim", "pndm", "dpmpp")
-#: default number of model evaluations per sampler (ddpm: None = every training timestep)
-DEFAULT_STEPS = {"ddpm": None, "ddim": 50, "pndm": 50, "dpmpp": 20}
+from medsynth.models.noise import NoiseProcess
 
 NoiseFn = Callable[[tuple[int, ...]], torch.Tensor]
+#: denoise(x, i) -> (x0, eps) at grid point i, float64 like x
+DenoiseFn = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
+
+GRIDS = ("uniform", "logsnr", "karras")
+#: ``grid: auto``: the grid on which the samplers meet the Gaussian oracle at their default steps
+#: (tests/test_sampling_samplers.py): log-SNR for DDPM schedules, time-uniform (MONAI's) for rflow
+AUTO_GRID = {"ddpm": "logsnr", "rflow": "uniform"}
 
 
-def monai_scheduler(settings: DiffusionSettings, kind: str = "ddpm"):
-    """The MONAI scheduler of the training noise process (``kind``: ddpm | ddim | pndm)."""
-    from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, PNDMScheduler
+@dataclass(frozen=True)
+class NoiseGrid:
+    """Timesteps (n, descending) where the network is evaluated, and n + 1 (alpha, sigma) pairs.
 
-    schedule_args = {}
-    if settings.schedule != "cosine":
-        schedule_args = {"beta_start": settings.beta_start, "beta_end": settings.beta_end}
-    common = {"num_train_timesteps": settings.num_train_timesteps, "schedule": settings.schedule}
-    if kind == "pndm":
-        # the network output is converted to epsilon before it reaches the scheduler
-        # PLMS without the Runge-Kutta warm-up: MONAI 1.6.1's PRK warm-up does not converge on an exact
-        # Gaussian denoiser (std 0.377 instead of 0.300 at 200 steps, tests/test_sampling_generate.py)
-        return PNDMScheduler(**common, skip_prk_steps=True, prediction_type="epsilon", **schedule_args)
-    if kind == "ddim":
-        return DDIMScheduler(
-            **common, clip_sample=settings.clip_sample, prediction_type="epsilon", **schedule_args
-        )
-    return DDPMScheduler(
-        **common, clip_sample=settings.clip_sample, prediction_type="epsilon", **schedule_args
+    ``alpha[i], sigma[i]`` belong to ``timesteps[i]``; ``alpha[n] = 1, sigma[n] = 0`` is clean data.
+    """
+
+    timesteps: tuple[int, ...]
+    alpha: tuple[float, ...]
+    sigma: tuple[float, ...]
+
+    def __len__(self) -> int:
+        return len(self.timesteps)
+
+
+def noise_grid(process: NoiseProcess, steps: int, kind: str = "uniform", rho: float = 7.0) -> NoiseGrid:
+    """The n = ``steps`` point grid of type ``kind`` on ``process``'s training timesteps.
+
+    Timesteps span T - 1 down to the least-noisy trained one (DDPM: 0; rflow: 1, as t = 0 is
+    clean); non-uniform grids snap to the nearest trained timestep, moving to the next free one
+    where the spacing is finer than one timestep, so every grid has exactly ``steps`` points.
+    """
+    if kind not in GRIDS:
+        raise ConfigError("grid", f"unknown grid '{kind}' (choose from {', '.join(GRIDS)})")
+    T = process.T
+    t_clean = 0 if process.kind == "rflow" else -1
+    t_hi, t_lo = T - 1, t_clean + 1
+    available = t_hi - t_lo + 1
+    if not 1 <= int(steps) <= available:
+        raise ConfigError("steps", f"must be between 1 and the {available} trained timesteps, got {steps}")
+    n = int(steps)
+    alpha, sigma = process.alpha, process.sigma
+    if kind == "uniform":
+        stride = (t_hi - t_clean) / n
+        chosen = [round(t_hi - i * stride) for i in range(n)]
+    else:
+        ts = torch.arange(t_lo, t_hi + 1)
+        if kind == "logsnr":
+            coordinate = (alpha[ts] / sigma[ts]).log()
+            targets = torch.linspace(float(coordinate[-1]), float(coordinate[0]), n, dtype=torch.float64)
+        else:
+            coordinate = (sigma[ts] / alpha[ts]) ** (1.0 / rho)
+            targets = torch.linspace(float(coordinate[-1]), float(coordinate[0]), n, dtype=torch.float64)
+        index = sorted((coordinate[None, :] - targets[:, None]).abs().argmin(dim=1).tolist())
+        for k in range(1, n):  # where the spacing is finer than one timestep, take the next free ones
+            index[k] = max(index[k], index[k - 1] + 1)
+        index[-1] = min(index[-1], available - 1)
+        for k in range(n - 2, -1, -1):
+            index[k] = min(index[k], index[k + 1] - 1)
+        chosen = [int(ts[j]) for j in reversed(index)]
+    return NoiseGrid(
+        timesteps=tuple(chosen),
+        alpha=tuple(float(alpha[t]) for t in chosen) + (1.0,),
+        sigma=tuple(float(sigma[t]) for t in chosen) + (0.0,),
     )
 
 
-@dataclass
-class Prediction:
-    """A network output converted to both parameterisations: x0 (clean data) and epsilon (noise)."""
-
-    x0: torch.Tensor
-    eps: torch.Tensor
-
-
-def convert_prediction(
-    output: torch.Tensor, x: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str, clip: bool
-) -> Prediction:
-    """Turn the network's ``prediction_type`` output at noise level ``alpha_bar`` into (x0, eps).
-
-    With ``clip`` the x0 estimate is clamped to [-1, 1] and eps recomputed from it (as MONAI's
-    schedulers do for DDPM/DDIM), which keeps few-step samplers inside the data range.
-    """
-    a, s = alpha_bar.sqrt(), (1.0 - alpha_bar).sqrt()
-    if prediction_type == "epsilon":
-        x0 = (x - s * output) / a
-    elif prediction_type == "sample":
-        x0 = output
-    elif prediction_type == "v_prediction":
-        x0 = a * x - s * output
-    else:
-        raise ConfigError("diffusion.prediction_type", f"unknown prediction type '{prediction_type}'")
-    if clip:
-        x0 = x0.clamp(-1.0, 1.0)
-    eps = (x - a * x0) / s
-    return Prediction(x0=x0, eps=eps)
+# ---------------------------------------------------------------------------------------- samplers
+def sample_ddim(
+    denoise: DenoiseFn, x: torch.Tensor, grid: NoiseGrid, noise: NoiseFn, eta: float = 0.0
+) -> Iterator[torch.Tensor]:
+    """DDIM (eta = 0: Euler on the probability-flow ODE; eta = 1: ancestral DDPM posterior)."""
+    for i in range(len(grid)):
+        x0, eps = denoise(x, i)
+        a, s, a1, s1 = grid.alpha[i], grid.sigma[i], grid.alpha[i + 1], grid.sigma[i + 1]
+        c = 0.0
+        if eta > 0 and s1 > 0:  # std of q(x1 | x, x0) scaled by eta
+            c = eta * (s1 / s) * math.sqrt(max(s**2 - (a / a1) ** 2 * s1**2, 0.0))
+        x = a1 * x0 + math.sqrt(max(s1**2 - c**2, 0.0)) * eps
+        if c > 0:
+            x = x + c * noise(tuple(x.shape)).to(x.dtype)
+        yield x
 
 
+def sample_heun(denoise: DenoiseFn, x: torch.Tensor, grid: NoiseGrid, noise: NoiseFn) -> Iterator[torch.Tensor]:
+    """EDM Heun (2nd order) on x~ = x / alpha over sigma~ = sigma / alpha; the last step is Euler."""
+    for i in range(len(grid)):
+        x0, eps = denoise(x, i)
+        a, s, a1, s1 = grid.alpha[i], grid.sigma[i], grid.alpha[i + 1], grid.sigma[i + 1]
+        x_euler = a1 * x0 + s1 * eps
+        if s1 == 0:
+            x = x_euler
+        else:
+            _, eps_next = denoise(x_euler, i + 1)
+            x = a1 * (x / a + (s1 / a1 - s / a) * 0.5 * (eps + eps_next))
+        yield x
+
+
+#: Adams-Bashforth coefficients, newest eps first (PLMS uses up to order 4)
+ADAMS_BASHFORTH = ((1.0,), (1.5, -0.5), (23 / 12, -16 / 12, 5 / 12), (55 / 24, -59 / 24, 37 / 24, -9 / 24))
+
+
+def sample_pndm(denoise: DenoiseFn, x: torch.Tensor, grid: NoiseGrid, noise: NoiseFn) -> Iterator[torch.Tensor]:
+    """PLMS: an Adams-Bashforth combination of past eps, then the DDIM transfer (to clean data at the end)."""
+    history: list[torch.Tensor] = []
+    for i in range(len(grid)):
+        _, eps = denoise(x, i)
+        history = [eps, *history][:4]
+        e = sum(c * h for c, h in zip(ADAMS_BASHFORTH[len(history) - 1], history, strict=True))
+        a, s, a1, s1 = grid.alpha[i], grid.sigma[i], grid.alpha[i + 1], grid.sigma[i + 1]
+        x = a1 * (x - s * e) / a + s1 * e
+        yield x
+
+
+def sample_dpmpp(
+    denoise: DenoiseFn, x: torch.Tensor, grid: NoiseGrid, noise: NoiseFn, order: int = 2
+) -> Iterator[torch.Tensor]:
+    """DPM-Solver++ multistep (data prediction), ``order`` 2 (2M) or 3 (3M); lower order while warming up."""
+    past: list[tuple[torch.Tensor, float]] = []  # (x0, h of the step that followed it), newest first
+    for i in range(len(grid)):
+        x0, _ = denoise(x, i)
+        a, s, a1, s1 = grid.alpha[i], grid.sigma[i], grid.alpha[i + 1], grid.sigma[i + 1]
+        if s1 == 0:  # lambda_1 = inf: the update reduces to x = x0
+            yield x0
+            return
+        h = math.log(a1 / s1) - math.log(a / s)
+        # DPM-Solver's lower_order_final: below 15 steps the second-to-last step is 2nd order (stability)
+        step_order = 2 if (order == 3 and len(grid) < 15 and i == len(grid) - 2) else order
+        if step_order == 2 or not past:
+            d = x0
+            if past:
+                r = past[0][1] / h
+                d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * past[0][0]
+            x = (s1 / s) * x - a1 * math.expm1(-h) * d
+        else:
+            x = (s1 / s) * x - a1 * math.expm1(-h) * x0
+            phi_2 = math.expm1(-h) / h + 1
+            r0 = past[0][1] / h
+            d1_0 = (x0 - past[0][0]) / r0
+            if len(past) == 1:
+                x = x + a1 * phi_2 * d1_0
+            else:
+                r1 = past[1][1] / h
+                d1_1 = (past[0][0] - past[1][0]) / r1
+                d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
+                d2 = (d1_0 - d1_1) / (r0 + r1)
+                phi_3 = phi_2 / h - 0.5
+                x = x + a1 * (phi_2 * d1 - phi_3 * d2)
+        past = [(x0, h), *past][:2]
+        yield x
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A registered sampler: its function, defaults and the processes it is defined for."""
+
+    function: Callable[..., Iterator[torch.Tensor]]
+    default_steps: int | None  # None: every trained timestep
+    default_grid: str = "auto"
+    processes: tuple[str, ...] = ("ddpm", "rflow")
+    evals_per_step: int = 1  # heun: 2 (minus one for the last step)
+    uses_eta: bool = False
+
+
+SAMPLER_SPECS: dict[str, SamplerSpec] = {
+    "ddpm": SamplerSpec(partial(sample_ddim, eta=1.0), None, "uniform", processes=("ddpm",)),
+    "ddim": SamplerSpec(sample_ddim, 300, uses_eta=True),
+    "euler": SamplerSpec(partial(sample_ddim, eta=0.0), 300),
+    "heun": SamplerSpec(sample_heun, 35, evals_per_step=2),
+    "pndm": SamplerSpec(sample_pndm, 50),
+    "dpmpp": SamplerSpec(partial(sample_dpmpp, order=2), 20),
+    "dpmpp3m": SamplerSpec(partial(sample_dpmpp, order=3), 20),
+}
+SAMPLERS = tuple(SAMPLER_SPECS)
+#: default number of grid steps per sampler (ddpm: None = every training timestep)
+DEFAULT_STEPS = {name: spec.default_steps for name, spec in SAMPLER_SPECS.items()}
+
+
+@dataclass(frozen=True)
 class Sampler:
-    """Base: ``timesteps`` to evaluate the network at, then ``step`` once per evaluation."""
+    """A sampler bound to its grid: ``run(denoise, x, noise)`` yields x after every step."""
 
-    stochastic = False
-
-    def __init__(self, settings: DiffusionSettings, steps: int | None, eta: float = 0.0):
-        self.settings = settings
-        self.T = settings.num_train_timesteps
-        self.eta = float(eta)
-        self.alphas_cumprod = monai_scheduler(settings, "ddpm").alphas_cumprod.double()
-        self.num_steps = self.T if steps is None else int(steps)
-        if not 1 <= self.num_steps <= self.T:
-            raise ConfigError(
-                "steps", f"must be between 1 and the {self.T} training timesteps, got {self.num_steps}"
-            )
-
-    def alpha_bar(self, t: int) -> torch.Tensor:
-        """Cumulative signal fraction at timestep t; t < 0 means clean data (1.0)."""
-        return self.alphas_cumprod[t] if t >= 0 else torch.tensor(1.0, dtype=torch.float64)
-
-    def timesteps(self) -> list[int]:
-        raise NotImplementedError
-
-    def run(
-        self, model: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor, noise: NoiseFn
-    ) -> Iterator[torch.Tensor]:
-        """Yield x after each step; ``model(x, t)`` returns the network output (guidance applied)."""
-        raise NotImplementedError
-
-    def _predict(self, model, x: torch.Tensor, t: int) -> Prediction:
-        out = model(x, t).to(x.dtype)
-        alpha_bar = self.alpha_bar(t).to(x.dtype)
-        return convert_prediction(out, x, alpha_bar, self.settings.prediction_type, self.settings.clip_sample)
-
-
-class DDIMSampler(Sampler):
-    """DDIM (eta = 0: deterministic ODE-like; eta = 1: DDPM-like ancestral) on linspace(T-1, 0, n)."""
+    name: str
+    grid: NoiseGrid
+    eta: float
+    spec: SamplerSpec
+    grid_kind: str  # uniform | logsnr | karras (``auto`` resolved)
 
     @property
-    def stochastic(self) -> bool:  # type: ignore[override]
-        return self.eta > 0
+    def num_steps(self) -> int:
+        return len(self.grid)
+
+    @property
+    def stochastic(self) -> bool:
+        return self.name == "ddpm" or (self.spec.uses_eta and self.eta > 0)
+
+    @property
+    def network_evaluations(self) -> int:
+        """Network calls per volume (without guidance doubling): heun 2n - 1, the others n."""
+        return self.spec.evals_per_step * self.num_steps - (self.spec.evals_per_step - 1)
 
     def timesteps(self) -> list[int]:
-        # the same grid as MONAI 1.6's DDIMScheduler.set_timesteps
-        return torch.linspace(self.T - 1, 0, self.num_steps).round().long().tolist()
+        return list(self.grid.timesteps)
 
-    def update(self, pred: Prediction, x: torch.Tensor, t: int, prev: int, noise: NoiseFn) -> torch.Tensor:
-        """x_t -> x_prev (prev = -1: clean data), DDIM eq. 12 with sigma_t(eta) of eq. 16."""
-        a_t, a_prev = self.alpha_bar(t).to(x.dtype), self.alpha_bar(prev).to(x.dtype)
-        sigma = self.eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).clamp(min=0).sqrt()
-        x_prev = a_prev.sqrt() * pred.x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * pred.eps
-        if self.eta > 0 and prev >= 0:
-            x_prev = x_prev + sigma * noise(tuple(x.shape))
-        return x_prev
-
-    def run(self, model, x, noise):
-        ts = self.timesteps()
-        for i, t in enumerate(ts):
-            prev = ts[i + 1] if i + 1 < len(ts) else -1
-            x = self.update(self._predict(model, x, t), x, t, prev, noise)
-            yield x
-
-
-class DDPMSampler(DDIMSampler):
-    """Ancestral DDPM (Ho et al. 2020): the DDIM update with eta = 1, by default over all T steps."""
-
-    stochastic = True
-
-    def __init__(self, settings: DiffusionSettings, steps: int | None, eta: float = 1.0):
-        super().__init__(settings, steps, eta=1.0)
-
-    def timesteps(self) -> list[int]:
-        if self.num_steps == self.T:
-            return list(range(self.T - 1, -1, -1))
-        return super().timesteps()
-
-
-class PNDMSampler(Sampler):
-    """Pseudo linear multistep (PLMS, Liu et al. 2022) through MONAI's PNDMScheduler (deterministic)."""
-
-    def _scheduler(self):
-        scheduler = monai_scheduler(self.settings, "pndm")
-        scheduler.set_timesteps(self.num_steps)
-        return scheduler
-
-    def timesteps(self) -> list[int]:
-        return self._scheduler().timesteps.tolist()
-
-    def run(self, model, x, noise):
-        scheduler = self._scheduler()  # fresh per batch: PNDM keeps a history of past outputs
-        for t in scheduler.timesteps.tolist():
-            eps = self._predict(model, x, t).eps
-            x, _ = scheduler.step(eps, t, x)
-            yield x
-
-
-class DPMSolverPP2MSampler(Sampler):
-    """DPM-Solver++(2M): second-order multistep in log-SNR, data prediction; good at 10-25 steps.
-
-    Grid: n network evaluations at the training timesteps nearest to a uniform grid in log-SNR
-    lambda = log(alpha / sigma) from t = T-1 down to t = 0 (the "logSNR" skip type of the
-    DPM-Solver paper; duplicates after rounding are dropped); the final step goes from t = 0 to
-    clean data (sigma = 0, where the update is x = x0). On an exact Gaussian denoiser a
-    time-uniform grid overshoots the data std by 15% at 20 steps, this grid by 0.3%.
-    """
-
-    def timesteps(self) -> list[int]:
-        ab = self.alphas_cumprod
-        lam = 0.5 * (ab.log() - (1 - ab).log())
-        targets = torch.linspace(float(lam[self.T - 1]), float(lam[0]), self.num_steps, dtype=torch.float64)
-        nearest = (lam[None, :] - targets[:, None]).abs().argmin(dim=1).tolist()
-        return sorted(set(nearest), reverse=True)
-
-    def _alpha_sigma_lambda(self, t: int) -> tuple[float, float, float]:
-        a = float(self.alpha_bar(t))
-        alpha, sigma = math.sqrt(a), math.sqrt(max(1.0 - a, 0.0))
-        lam = math.log(alpha / sigma) if sigma > 0 else math.inf
-        return alpha, sigma, lam
-
-    def run(self, model, x, noise):
-        ts = self.timesteps()
-        x0_prev, h_prev = None, None
-        for i, t in enumerate(ts):
-            x0 = self._predict(model, x, t).x0
-            prev = ts[i + 1] if i + 1 < len(ts) else -1
-            _, sigma_t, lam_t = self._alpha_sigma_lambda(t)
-            alpha_n, sigma_n, lam_n = self._alpha_sigma_lambda(prev)
-            if sigma_n == 0:  # last step: lambda = inf, the update reduces to x = x0
-                x = x0
-            else:
-                h = lam_n - lam_t
-                d = x0
-                if x0_prev is not None:
-                    r = h_prev / h
-                    d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
-                x = (sigma_n / sigma_t) * x - alpha_n * math.expm1(-h) * d
-                h_prev = h
-            x0_prev = x0
-            yield x
-
-
-SAMPLER_CLASSES: dict[str, type[Sampler]] = {
-    "ddpm": DDPMSampler,
-    "ddim": DDIMSampler,
-    "pndm": PNDMSampler,
-    "dpmpp": DPMSolverPP2MSampler,
-}
+    def run(self, denoise: DenoiseFn, x: torch.Tensor, noise: NoiseFn) -> Iterator[torch.Tensor]:
+        if self.spec.uses_eta:
+            return self.spec.function(denoise, x.double(), self.grid, noise, eta=self.eta)
+        return self.spec.function(denoise, x.double(), self.grid, noise)
 
 
 def build_sampler(
-    name: str, settings: DiffusionSettings, steps: int | None = None, eta: float = 0.0
+    name: str,
+    settings: DiffusionSettings,
+    steps: int | None = None,
+    eta: float = 0.0,
+    grid: str | None = None,
+    rho: float = 7.0,
 ) -> Sampler:
-    """A sampler by name (``ddpm`` | ``ddim`` | ``pndm`` | ``dpmpp``); ``steps=None`` uses its default."""
-    if name not in SAMPLER_CLASSES:
+    """A sampler by name on the checkpoint's noise process; ``steps``/``grid`` None: its defaults.
+
+    Raises :class:`ConfigError` naming ``sampler`` (unknown, or not defined for the checkpoint's
+    process), ``steps``, ``eta`` or ``grid``.
+    """
+    spec = SAMPLER_SPECS.get(name)
+    if spec is None:
         raise ConfigError("sampler", f"unknown sampler '{name}' (choose from {', '.join(SAMPLERS)})")
+    process = NoiseProcess(settings)
+    if process.kind not in spec.processes:
+        usable = [n for n, s in SAMPLER_SPECS.items() if process.kind in s.processes]
+        raise ConfigError(
+            "sampler",
+            f"'{name}' samples DDPM-family checkpoints only; this checkpoint was trained with "
+            f"diffusion.process={process.kind} (use {', '.join(usable)})",
+        )
     if eta < 0:
         raise ConfigError("eta", f"must be >= 0, got {eta}")
     if steps is None:
-        steps = DEFAULT_STEPS[name]
-    return SAMPLER_CLASSES[name](settings, steps, eta)
+        steps = spec.default_steps if spec.default_steps is not None else process.T - (process.kind == "rflow")
+    grid_kind = spec.default_grid if grid in (None, "auto") else str(grid)
+    if grid_kind == "auto":
+        grid_kind = AUTO_GRID[process.kind]
+    return Sampler(
+        name=name,
+        grid=noise_grid(process, int(steps), grid_kind, rho),
+        eta=float(eta),
+        spec=spec,
+        grid_kind=grid_kind,
+    )
+
+
+def make_denoiser(
+    model: Callable[[torch.Tensor, int], torch.Tensor], settings: DiffusionSettings, grid: NoiseGrid
+) -> DenoiseFn:
+    """``denoise(x, i)``: the network ``model(x float32, t)`` at grid point i, as float64 (x0, eps).
+
+    With ``settings.clip_sample`` x0 is clamped to [-1, 1] and eps recomputed from it (as MONAI's
+    DDPM/DDIM schedulers do), which keeps few-step samplers inside the data range.
+    """
+    process = NoiseProcess(settings)
+
+    def denoise(x: torch.Tensor, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        a, s = grid.alpha[i], grid.sigma[i]
+        out = model(x.float(), grid.timesteps[i]).double()
+        x0, eps = process.denoised(out, x, a, s)
+        if settings.clip_sample:
+            x0 = x0.clamp(-1.0, 1.0)
+            eps = (x - a * x0) / s
+        return x0, eps
+
+    return denoise

@@ -48,6 +48,7 @@ def write_samples(
             sampler=settings.sampler,
             steps=settings.steps,
             eta=settings.eta,
+            grid=settings.grid,
             guidance_scale=settings.guidance_scale,
             class_labels=labels,
             covariates=covariate_array(bundle, specs),

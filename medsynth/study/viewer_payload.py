@@ -239,11 +239,17 @@ def display_spacing(path: str | Path, grid: Sequence[int]) -> tuple[float, float
     return tuple(e / int(g) for e, g in zip(extent, grid, strict=True))
 
 
+def study_modality(modality: str | None, render: dict) -> str:
+    """The study's modality setting; studies created before it existed: CT when intensities are
+    mapped back to physical units (``render.rescale_from_unit``), else MR."""
+    if modality in MODALITIES:
+        return modality
+    return "ct" if render.get("rescale_from_unit") else "mr"
+
+
 @channel("viewer_payload_bytes", group="format")
 def _viewer_payload_bytes(case: CaseRender) -> dict[str, float]:
     """Blinding audit channel: the bytes the browser viewer receives for a case (its whole message),
     as ``medsynth study audit`` sees every case."""
-    from medsynth.study.viewing import study_modality
-
     payload = build_payload(case.volume, (1.0, 1.0, 1.0), case.render, study_modality(None, case.render))
     return {"bytes": float(len(payload.message(0)))}

@@ -13,19 +13,10 @@ import functools
 
 from sqlalchemy import select
 
-from medsynth.study.administration import MODALITIES
 from medsynth.study.db import read_session
 from medsynth.study.models import Assignment, Case, Study
 from medsynth.study.session import ReaderSession, StudyStore
-from medsynth.study.viewer_payload import cached_payload, display_spacing
-
-
-def study_modality(modality: str | None, render: dict) -> str:
-    """The study's modality setting; studies created before it existed: CT when intensities are
-    mapped back to physical units (``render.rescale_from_unit``), else MR."""
-    if modality in MODALITIES:
-        return modality
-    return "ct" if render.get("rescale_from_unit") else "mr"
+from medsynth.study.viewer_payload import cached_payload, display_spacing, study_modality
 
 
 @functools.lru_cache(maxsize=64)

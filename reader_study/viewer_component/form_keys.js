@@ -82,6 +82,17 @@ if (!state.listening) {
 }
 state.onKey = onKey;
 
+// Streamlit re-renders the form's widgets after each answer (a fragment run): put the highlight back.
+if (!state.observer) {
+  state.observer = new MutationObserver(() => {
+    if (!state.spec) return;
+    const r = state.spec.ratings[state.active];
+    const el = r && widget(r.key);
+    if (el && !el.classList.contains("msk-active")) highlight();
+  });
+  state.observer.observe(document.body, { childList: true, subtree: true });
+}
+
 export default function (component) {
   const { data } = component;
   if (!data) return;

@@ -1,15 +1,14 @@
-"""``medsynth sample`` as a SLURM job array: task ``t`` of ``T`` makes samples ``t, t+T, t+2T, ...``.
+"""A stage as a SLURM job array: task ``t`` of ``T`` takes items ``t, t+T, t+2T, ...``.
 
-Each task writes its volumes (atomically, as a single process does) and one record
-``out_dir/.array/sample_task_TTTTT_of_NNNNN.json`` (atomic) naming the samples it finished. The
-finishing step (``array.finish=true``, after every task, e.g. ``sbatch --dependency=afterok:JOB``)
-checks that every task's record and every volume is there, then writes ``manifest.csv``,
-``datalist.json`` and the contact sheet exactly as one process would. Sample ``i`` depends only on
-(``seed``, ``i``), so the voxels are those of a one-process run.
+Used by ``medsynth sample`` (volumes) and ``medsynth evaluate`` (radiomics features). Each task
+writes its own files atomically and one record ``out_dir/.array/<stage>_task_TTTTT_of_NNNNN.json``
+(atomic) naming what it finished. The finishing step (``array.finish=true``, after every task, e.g.
+``sbatch --dependency=afterok:JOB``) checks that every task's record is there, then writes the
+stage's outputs (manifest, metrics) exactly as one process would.
 
 A task whose files the finishing step cannot see (a node-local ``out_dir``, or a task that failed)
-is named in one line; nothing is written then. SLURM itself schedules the tasks: this module only
-splits the plan and checks the results (docs/cluster.md).
+is named in one line, and nothing is written. SLURM itself schedules the tasks: this module only
+splits the work and checks the results (docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -40,7 +39,7 @@ class ArrayRole:
         return self.task is None
 
 
-def array_role(cfg: DictConfig, stage: str) -> ArrayRole | None:
+def array_role(cfg: DictConfig) -> ArrayRole | None:
     """``array.task`` / ``array.tasks`` / ``array.finish`` from the config (None: not an array run).
 
     ``array.task=auto`` and ``array.tasks=auto`` read SLURM's ``SLURM_ARRAY_TASK_ID`` and
@@ -73,7 +72,6 @@ def array_role(cfg: DictConfig, stage: str) -> ArrayRole | None:
         raise ConfigError("array.finish", "is the step after the tasks: leave array.task unset (null)")
     if not finish and not 0 <= values["task"] < values["tasks"]:
         raise ConfigError("array.task", f"must be in [0, {values['tasks']}), got {values['task']}")
-    del stage
     return ArrayRole(tasks=values["tasks"], task=None if finish else values["task"])
 
 

@@ -1,0 +1,165 @@
+"""The training noise process, shared by training and every sampler: x_t = alpha_t x0 + sigma_t eps.
+
+One object answers every question about the forward process at the integer training timesteps
+t in [0, T): the MONAI scheduler that adds noise, the float64 ``alpha``/``sigma`` tables the
+samplers build their grids from, the training target of each prediction type, the time sampling,
+and the conversion of a network output back to (x0, eps).
+
+Notation (code <-> papers):
+
+==================  ==========================================================================
+``process``         ``ddpm``: variance preserving, alpha_t = sqrt(alpha_bar_t), sigma_t = sqrt(1 - alpha_bar_t)
+                    (MONAI ``DDPMScheduler``: linear_beta | scaled_linear_beta | cosine);
+                    ``rflow``: rectified flow, alpha_t = 1 - t/T, sigma_t = t/T (MONAI ``RFlowScheduler``;
+                    t = 0 is clean data)
+``alpha, sigma``    signal and noise scale of x_t (float64, shape (T,))
+``lambda``          log-SNR log(alpha / sigma) (DPM-Solver), ``sigma / alpha`` = EDM's sigma
+``epsilon``         network predicts eps
+``sample``          network predicts x0
+``v_prediction``    network predicts v = alpha eps - sigma x0 (Salimans & Ho 2022)
+``flow``            network predicts x0 - eps (MONAI RFlowScheduler / MAISI velocity)
+==================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import torch
+
+from medsynth.errors import ConfigError
+from medsynth.models.bundle import DiffusionSettings
+
+PROCESSES = ("ddpm", "rflow")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample", "flow")
+SCHEDULES = ("linear_beta", "scaled_linear_beta", "cosine")
+TIME_SAMPLING = ("uniform", "logit-normal")
+
+
+class NoiseProcess:
+    """The forward process of a :class:`DiffusionSettings` (see the module notation table).
+
+    Attributes:
+        scheduler: the MONAI scheduler (``add_noise``); the only scheduler medsynth builds.
+        alpha, sigma: (T,) float64 signal / noise scales at the training timesteps.
+    """
+
+    def __init__(self, settings: DiffusionSettings):
+        self.settings = settings
+        self.kind = str(settings.process)
+        self.T = int(settings.num_train_timesteps)
+        if self.kind not in PROCESSES:
+            raise ConfigError("diffusion.process", f"unknown '{self.kind}' (choose from {', '.join(PROCESSES)})")
+        if settings.prediction_type not in PREDICTION_TYPES:
+            raise ConfigError(
+                "diffusion.prediction_type",
+                f"unknown '{settings.prediction_type}' (choose from {', '.join(PREDICTION_TYPES)})",
+            )
+        if self.kind == "rflow":
+            from monai.networks.schedulers import RFlowScheduler
+
+            if settings.time_sampling not in TIME_SAMPLING:
+                raise ConfigError(
+                    "diffusion.time_sampling",
+                    f"unknown '{settings.time_sampling}' (choose from {', '.join(TIME_SAMPLING)})",
+                )
+            self.scheduler = RFlowScheduler(num_train_timesteps=self.T, use_discrete_timesteps=True)
+            self.sigma = torch.arange(self.T, dtype=torch.float64) / self.T
+            self.alpha = 1.0 - self.sigma
+        else:
+            from monai.networks.schedulers import DDPMScheduler
+
+            if settings.schedule not in SCHEDULES:
+                raise ConfigError(
+                    "diffusion.schedule", f"unknown '{settings.schedule}' (choose from {', '.join(SCHEDULES)})"
+                )
+            betas = {}
+            if settings.schedule != "cosine":
+                betas = {"beta_start": settings.beta_start, "beta_end": settings.beta_end}
+            self.scheduler = DDPMScheduler(
+                num_train_timesteps=self.T, schedule=settings.schedule, clip_sample=False, **betas
+            )
+            alpha_bar = self.scheduler.alphas_cumprod.double()
+            self.alpha, self.sigma = alpha_bar.sqrt(), (1.0 - alpha_bar).sqrt()
+
+    # ------------------------------------------------------------------ training
+    def sample_timesteps(self, batch_size: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+        """(B,) long training timesteps in [0, T) drawn from ``generator``.
+
+        DDPM: uniform. rflow: ``diffusion.time_sampling`` (uniform, or logit-normal as in SD3/MAISI
+        with ``logit_loc``/``logit_scale``). Drawn here rather than by ``RFlowScheduler.sample_timesteps``,
+        which takes no generator: an exact resume needs every draw from the seeded generator.
+        """
+        if self.kind == "rflow" and self.settings.time_sampling == "logit-normal":
+            z = torch.randn(batch_size, generator=generator, device=device)
+            u = torch.sigmoid(self.settings.logit_loc + self.settings.logit_scale * z)
+            return (u * self.T).long().clamp_(0, self.T - 1)
+        return torch.randint(0, self.T, (batch_size,), generator=generator, device=device)
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """x_t (same shape as x0) through the MONAI scheduler."""
+        return self.scheduler.add_noise(original_samples=x0, noise=noise, timesteps=timesteps)
+
+    def scales(self, timesteps: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(alpha_t, sigma_t) as (B, 1, ..., 1) tensors of ``like``'s dtype and device."""
+        view = (-1,) + (1,) * (like.ndim - 1)
+        index = timesteps.long().cpu()
+        alpha = self.alpha[index].to(like.device, like.dtype).view(view)
+        sigma = self.sigma[index].to(like.device, like.dtype).view(view)
+        return alpha, sigma
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """What the network must output at x_t (same shape as x0), by ``prediction_type``."""
+        kind = self.settings.prediction_type
+        if kind == "epsilon":
+            return noise
+        if kind == "sample":
+            return x0
+        if kind == "flow":
+            return x0 - noise
+        alpha, sigma = self.scales(timesteps, x0)
+        return alpha * noise - sigma * x0
+
+    def snr(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """SNR(t) = alpha_t^2 / sigma_t^2, (B,) float32 (clean rflow t = 0: large, not inf)."""
+        index = timesteps.long().cpu()
+        ratio = self.alpha[index] ** 2 / (self.sigma[index] ** 2).clamp_min(1e-12)
+        return ratio.float().to(timesteps.device)
+
+    def x0_loss_scale(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """(B,) float32 factor c with |x0_hat - x0|^2 = c |out_hat - out|^2 for ``prediction_type``.
+
+        Turns a min-SNR weight written for x0 into one for the network's own target (epsilon:
+        sigma^2/alpha^2 = 1/SNR; v: sigma^2 (VP); flow: sigma^2 / (alpha + sigma)^2; sample: 1).
+        """
+        index = timesteps.long().cpu()
+        alpha, sigma = self.alpha[index], self.sigma[index]
+        kind = self.settings.prediction_type
+        if kind == "epsilon":
+            scale = sigma**2 / (alpha**2).clamp_min(1e-12)
+        elif kind == "v_prediction":
+            scale = sigma**2 / (alpha**2 + sigma**2) ** 2
+        elif kind == "flow":
+            scale = sigma**2 / (alpha + sigma) ** 2
+        else:
+            scale = torch.ones_like(alpha)
+        return scale.float().to(timesteps.device)
+
+    # ------------------------------------------------------------------ sampling
+    def denoised(
+        self, output: torch.Tensor, x: torch.Tensor, alpha: float, sigma: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x0, eps) from the network ``output`` at x = alpha x0 + sigma eps (any alpha, sigma > 0)."""
+        kind = self.settings.prediction_type
+        if kind == "epsilon":
+            eps = output
+            x0 = (x - sigma * eps) / alpha
+        elif kind == "sample":
+            x0 = output
+            eps = (x - alpha * x0) / sigma
+        elif kind == "flow":
+            x0 = (x + sigma * output) / (alpha + sigma)
+            eps = x0 - output
+        else:
+            norm = alpha**2 + sigma**2
+            x0 = (alpha * x - sigma * output) / norm
+            eps = (sigma * x + alpha * output) / norm
+        return x0, eps
