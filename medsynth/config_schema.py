@@ -330,7 +330,7 @@ class TrainSchema:
 # ------------------------------------------------------------------------------------ utility
 @dataclass
 class UtilityTrainSchema:
-    max_steps: int = count(100)
+    max_steps: int = count(250)
     batch_size: int = count(4)
     lr: float = knob(3.0e-3, low=0.0, low_open=True)
     weight_decay: float = knob(1.0e-5, low=0.0)
