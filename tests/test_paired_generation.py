@@ -120,3 +120,89 @@ def test_label_map_classes_too_few_is_one_line(paired_run, tmp_path):
     assert code.returncode != 0
     last = code.stderr.strip().splitlines()[-1]
     assert "label values" in last and "outside 0..2 (data.label_map_classes=3)" in last and "Traceback" not in code.stderr
+
+
+@pytest.fixture(scope="module")
+def conditioned_run(paired_run, tmp_path_factory):
+    """A mask-conditioned model trained on the paired fixture's data, and a folder of its label maps."""
+    root = tmp_path_factory.mktemp("conditioned")
+    args = [f"data.root={paired_run / 'prep'}", "data.label_map_classes=auto", "data.label_map_mode=condition"]
+    assert run_train([*args, "trainer.max_steps=3", *TINY_OVERRIDES, f"hydra.run.dir={root / 'run'}"]) == 0
+    ckpt = root / "run" / "checkpoints" / "last.ckpt"
+    affine = torch.load(ckpt, map_location="cpu", weights_only=False)["medsynth"]["geometry"]["affine"]
+    masks = root / "masks"
+    masks.mkdir()
+    for i, source in enumerate(sorted((paired_run / "prep" / "labels").glob("*.nii.gz"))[:3]):
+        label = np.asarray(nib.load(source).dataobj).astype(np.uint8)
+        nib.save(nib.Nifti1Image(label, np.asarray(affine)), masks / f"case_{i}.nii.gz")
+    return ckpt, masks
+
+
+def _sample_masks(ckpt: Path, out: Path, *extra: str) -> int:
+    args = [f"ckpt={ckpt}", f"out_dir={out}", "sampler=ddim", "steps=3", "progress=false"]
+    return cli.main(["sample", *args, *extra])
+
+
+def test_mask_conditioned_sample_writes_given_masks_batch_invariant(conditioned_run, tmp_path):
+    ckpt, masks = conditioned_run
+    out, again = tmp_path / "syn", tmp_path / "again"
+    assert _sample_masks(ckpt, out, f"masks_dir={masks}", "batch_size=2") == 0
+    manifest = pd.read_csv(out / "manifest.csv")
+    given = sorted(masks.glob("*.nii.gz"))
+    assert list(manifest["file"]) == [f"sample_{i:05d}.nii.gz" for i in range(3)]
+    assert [Path(m).name for m in manifest["mask_source"]] == [p.name for p in given]
+    datalist = json.loads((out / "datalist.json").read_text())["training"]
+    assert [e["label"] for e in datalist] == list(manifest["label_file"])
+    for source, (_, row) in zip(given, manifest.iterrows(), strict=True):
+        label, image = nib.load(out / row["label_file"]), nib.load(out / row["file"])
+        assert label.get_data_dtype() == np.uint8 and np.array_equal(label.affine, image.affine)
+        assert np.array_equal(np.asarray(label.dataobj), np.asarray(nib.load(source).dataobj))
+    assert _sample_masks(ckpt, again, f"masks_dir={masks}", "batch_size=1") == 0
+    for name in [*manifest["file"], *manifest["label_file"]]:
+        assert np.array_equal(np.asarray(nib.load(out / name).dataobj), np.asarray(nib.load(again / name).dataobj)), name
+    # the image follows its mask: another mask for sample 0 gives another image from the same seed
+    other = tmp_path / "other"
+    other.mkdir()
+    for source in given:
+        nib.save(nib.load(source), other / source.name)
+    swapped = nib.load(given[1])
+    nib.save(nib.Nifti1Image(np.asarray(swapped.dataobj), swapped.affine), other / given[0].name)
+    assert _sample_masks(ckpt, tmp_path / "swap", f"masks_dir={other}", "batch_size=1") == 0
+    first = [np.asarray(nib.load(d / "sample_00000.nii.gz").dataobj) for d in (out, tmp_path / "swap")]
+    assert not np.array_equal(*first)
+    assert np.array_equal(  # sample 1 (same seed, same mask) is unchanged
+        np.asarray(nib.load(out / "sample_00001.nii.gz").dataobj),
+        np.asarray(nib.load(tmp_path / "swap" / "sample_00001.nii.gz").dataobj),
+    )
+    # resume: a rerun with the same masks redoes nothing; other masks into the same folder are refused
+    kept = (out / "sample_00002.nii.gz").stat().st_mtime_ns
+    assert _sample_masks(ckpt, out, f"masks_dir={masks}") == 0
+    assert (out / "sample_00002.nii.gz").stat().st_mtime_ns == kept
+    assert _sample_masks(ckpt, out, f"masks_dir={other}") != 0
+
+
+def _one_line_failure(args: list[str], tmp_path: Path) -> str:
+    code = subprocess.run(
+        [sys.executable, "-m", "medsynth.cli", "sample", *args, f"out_dir={tmp_path / 'bad_out'}", "progress=false"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert code.returncode != 0 and "Traceback" not in code.stderr
+    assert not (tmp_path / "bad_out").exists()  # nothing written
+    return code.stderr.strip().splitlines()[-1]
+
+
+def test_mask_conditioned_bad_input_is_one_line(conditioned_run, paired_run, tmp_path):
+    ckpt, masks = conditioned_run
+    wrong_grid, wrong_values = tmp_path / "grid", tmp_path / "values"
+    for folder in (wrong_grid, wrong_values):
+        folder.mkdir()
+    source = nib.load(sorted(masks.glob("*.nii.gz"))[0])
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.uint8), source.affine), wrong_grid / "m.nii.gz")
+    nib.save(nib.Nifti1Image(np.full(source.shape, 9, np.uint8), source.affine), wrong_values / "m.nii.gz")
+    assert "not the checkpoint's grid [16, 16, 16]" in _one_line_failure([f"ckpt={ckpt}", f"masks_dir={wrong_grid}"], tmp_path)
+    assert "label values 9 outside 0..4" in _one_line_failure([f"ckpt={ckpt}", f"masks_dir={wrong_values}"], tmp_path)
+    assert "masks_dir" in _one_line_failure([f"ckpt={ckpt}", "num_samples=2"], tmp_path)
+    joint = paired_run / "run" / "checkpoints" / "last.ckpt"
+    assert "masks_dir" in _one_line_failure([f"ckpt={joint}", f"masks_dir={masks}"], tmp_path)

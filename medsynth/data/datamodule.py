@@ -144,6 +144,8 @@ class VolumeDataModule(pl.LightningDataModule):
             the folder has none) trains a paired image + label model: each subject's label map
             (manifest column ``label``, written by ``data prepare``) joins the image as K one-hot
             channels in {-1, +1}, so ``image`` is (B, 1 + K, D, H, W) (see medsynth.models.paired).
+        label_map_mode: ``joint`` (the label channels are generated with the image) or ``condition``
+            (they condition the denoiser: the model makes an image for a given label map).
     """
 
     def __init__(
@@ -166,6 +168,7 @@ class VolumeDataModule(pl.LightningDataModule):
         covariate_keys: Sequence[str] = (),
         validate_files: bool = True,
         label_map_classes: int | str = 0,
+        label_map_mode: str = "joint",
     ):
         super().__init__()
         if cache not in ("memory", "disk", "none"):
@@ -195,6 +198,9 @@ class VolumeDataModule(pl.LightningDataModule):
             raise ConfigError(
                 "data.label_map_classes", f"expected 0 (no labels), K >= 2 or auto, got {label_map_classes}"
             )
+        self.label_map_mode = str(label_map_mode)
+        if self.label_map_mode not in ("joint", "condition"):
+            raise ConfigError("data.label_map_mode", f"expected joint or condition, got {label_map_mode}")
         self._described = False
         self.train_dataset: Any = None
         self.val_dataset: Any = None
@@ -311,6 +317,7 @@ class VolumeDataModule(pl.LightningDataModule):
             "affine": np.asarray(affine).tolist(),
             "fingerprint": _fingerprint_or_none(self.preprocessing),
             "label_classes": self.label_map_classes,
+            "label_mode": self.label_map_mode,
         }
 
     def _intensity(self, table: pd.DataFrame) -> dict[str, Any] | None:

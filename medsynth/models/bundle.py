@@ -74,6 +74,11 @@ class Geometry:
     affine: np.ndarray  # (4, 4) voxel -> RAS mm
     fingerprint: dict | None = None  # preprocessing fingerprint (medsynth.io.fingerprint); None: older checkpoint
     label_classes: int = 0  # K > 0: paired model, volumes carry 1 + K channels (medsynth.models.paired)
+    label_mode: str = "joint"  # joint: labels generated | condition: labels given (masks_dir), image generated
+
+    @property
+    def mask_conditioned(self) -> bool:
+        return self.label_classes > 0 and self.label_mode == "condition"
 
 
 @dataclass

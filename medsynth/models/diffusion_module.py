@@ -37,7 +37,12 @@ from medsynth.models.ema import build_ema
 from medsynth.models.losses import diffusion_loss, min_snr_weight
 from medsynth.models.networks import ConditionedUNet, unet_kwargs_from_config
 from medsynth.models.noise import NoiseProcess
-from medsynth.models.paired import build_paired_representation
+from medsynth.models.paired import (
+    LABEL_MODES,
+    build_generation_representation,
+    build_paired_representation,
+    split_condition,
+)
 from medsynth.models.representation import default_representation_name
 from medsynth.models.schedules import warmup_cosine
 
@@ -90,8 +95,15 @@ class DiffusionModule(pl.LightningModule):
         )
         self.label_classes = int(geometry.get("label_classes", 0))  # paired image + label model when > 0
         self.representation = build_paired_representation(self.representation_name, self.label_classes)
+        self.label_mode = str(geometry.get("label_mode", "joint"))
+        if self.label_mode not in LABEL_MODES:
+            raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {self.label_mode!r}")
+        # mask-conditioned: the label channels are network inputs only (medsynth.models.paired)
+        self.mask_conditioned = self.label_classes > 0 and self.label_mode == "condition"
         channels = self.representation.latent_shape(self.image_shape)[0]
         self.network_kwargs = unet_kwargs_from_config(_AttrDict(model_cfg), channels)
+        if self.mask_conditioned:
+            self.network_kwargs["out_channels"] = channels // (1 + self.label_classes)
         self.conditioning = ConditioningSpec(**(conditioning or {}))
         self.intensity = intensity
         self.network = ConditionedUNet(
@@ -152,6 +164,9 @@ class DiffusionModule(pl.LightningModule):
         self, network: torch.nn.Module, batch: dict[str, Any], generator: torch.Generator, train: bool
     ) -> torch.Tensor:
         x0 = self.representation.encode(batch["image"].float())
+        condition = None
+        if self.mask_conditioned:  # (B, c, ...) image to diffuse, (B, c K, ...) label channels as input
+            x0, condition = split_condition(x0, self.label_classes)
         batch_size = x0.shape[0]
         noise = torch.randn(x0.shape, generator=generator, device=self.device, dtype=x0.dtype)
         timesteps = self.noise_process.sample_timesteps(batch_size, generator, self.device)
@@ -160,6 +175,8 @@ class DiffusionModule(pl.LightningModule):
             drop = torch.rand(batch_size, generator=generator, device=self.device) < self.cond_drop_prob
         noisy = self.noise_process.add_noise(x0, noise, timesteps)
         labels, covariates = self._conditions(batch)
+        if condition is not None:
+            noisy = torch.cat([noisy, condition], dim=1)
         prediction = network(
             noisy, timesteps, class_labels=labels, covariates=covariates, drop_condition=drop
         )
@@ -253,6 +270,7 @@ class DiffusionModule(pl.LightningModule):
                 "affine": [[float(v) for v in row] for row in self.geometry["affine"]],
                 "fingerprint": self.geometry.get("fingerprint"),  # medsynth.io.fingerprint
                 "label_classes": self.label_classes,
+                "label_mode": self.label_mode,
             },
             "intensity": self.intensity,
             "network": self.network_kwargs,
@@ -294,7 +312,9 @@ def bundle_from_metadata(
     intensity = meta.get("intensity")
     return SamplingBundle(
         network=network,
-        representation=build_paired_representation(meta["representation"], int(geometry.get("label_classes", 0))),
+        representation=build_generation_representation(
+            meta["representation"], int(geometry.get("label_classes", 0)), str(geometry.get("label_mode", "joint"))
+        ),
         diffusion=DiffusionSettings(**meta["diffusion"]),
         conditioning=ConditioningSpec(**meta["conditioning"]),
         geometry=Geometry(
@@ -303,6 +323,7 @@ def bundle_from_metadata(
             affine=np.asarray(geometry["affine"], dtype=np.float64),
             fingerprint=geometry.get("fingerprint"),
             label_classes=int(geometry.get("label_classes", 0)),
+            label_mode=str(geometry.get("label_mode", "joint")),
         ),
         intensity=IntensityMapping(**intensity) if intensity else None,
         checkpoint_path=checkpoint_path,

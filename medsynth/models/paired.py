@@ -1,4 +1,4 @@
-"""Joint image + label diffusion: the label map rides along as one-hot channels of the image.
+"""Paired image + label models: the label map as one-hot channels, generated (joint) or given (condition).
 
 A paired model diffuses C = 1 + K channels: the image in [-1, 1] and K one-hot label channels
 mapped to {-1, +1} (2 * one_hot - 1, so every channel shares the image's [-1, 1] range and the
@@ -7,7 +7,16 @@ alone (:class:`ChannelwiseRepresentation`); at export the image is channel 0 and
 the argmax of channels 1..K (:func:`split_image_label`). The network is the same UNet with
 1 + K in/out channels, so training, EMA, samplers, seeds and resume work unchanged.
 
-Why joint diffusion rather than a mask-conditioned model here: it needs no second network or
+Mask-conditioned generation (``label_mode="condition"``): the same one-hot label channels are
+*inputs* of the denoiser, concatenated to the noisy image at every step, and only the image is
+diffused (in_channels c (1 + K), out_channels c, c the representation's channels per volume
+channel). Training encodes the (1 + K)-channel pair and splits it (:func:`split_condition`);
+sampling encodes the user's label maps the same way (:func:`mask_condition`). Why not MONAI
+``ControlNet``: it needs a separately trained base model (whose encoder it copies and keeps
+frozen) and a second training stage; extra input channels train from scratch in the same loop,
+on small datasets, and cost one wider first convolution (cheapest on a CPU).
+
+Joint diffusion vs a mask-conditioned model: it needs no second network or
 user masks, and image and label come from one denoising trajectory, so they agree by
 construction (the choice MAISI makes for paired CT is ControlNet on user masks; that serves a
 different use, "make an image for this mask").
@@ -52,6 +61,30 @@ def build_paired_representation(name: str, label_classes: int = 0):
     """The ``name`` representation; with ``label_classes`` K > 0, one over 1 + K channels."""
     base = build_representation(name)
     return ChannelwiseRepresentation(base, 1 + int(label_classes)) if int(label_classes) > 0 else base
+
+
+#: ``data.label_map_mode`` values: label channels generated with the image, or given as conditioning
+LABEL_MODES = ("joint", "condition")
+
+
+def build_generation_representation(name: str, label_classes: int = 0, label_mode: str = "joint"):
+    """The representation of what the sampler generates: 1 + K channels (joint) or the image alone (condition)."""
+    return build_paired_representation(name, label_classes if label_mode == "joint" else 0)
+
+
+def split_condition(coefficients: torch.Tensor, label_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, c (1 + K), d, h, w) encoded pair -> (image block (B, c, ...), label block (B, c K, ...))."""
+    per = coefficients.shape[1] // (1 + int(label_classes))
+    return coefficients[:, :per], coefficients[:, per:]
+
+
+def mask_condition(base, masks: torch.Tensor, label_classes: int) -> torch.Tensor:
+    """(B, D, H, W) integer label maps -> (B, c K, d, h, w) conditioning, encoded as in training.
+
+    ``base`` is the single-channel representation (the one a conditioned bundle samples in).
+    """
+    channels = label_channels(masks[:, None], label_classes)
+    return ChannelwiseRepresentation(base, int(label_classes)).encode(channels)
 
 
 def label_channels(label: torch.Tensor, label_classes: int) -> torch.Tensor:

@@ -38,6 +38,7 @@ medsynth sample: generate synthetic 3D volumes from a trained checkpoint.
 
   medsynth sample ckpt=PATH num_samples=N out_dir=DIR [sampler=dpmpp3m|dpmpp|heun|pndm|ddim|euler|ddpm] [steps=K] [grid=auto|uniform|logsnr|karras]
                   [seed=S] [guidance_scale=G] [label=V | labels={V:COUNT,...}] [devices=N] ...
+  medsynth sample ckpt=PATH masks_dir=DIR out_dir=DIR ...   (mask-conditioned model: one image per label map)
 
 Writes DIR/sample_00000.nii.gz ... (the training data's affine and spacing), DIR/manifest.csv
 (seed, sampler, steps, label/covariates, checkpoint sha256, seconds per volume), DIR/datalist.json
@@ -108,6 +109,7 @@ def prepare(cfg: DictConfig, bundle: SamplingBundle) -> tuple[GenerationSettings
         label=_plain(cfg.label),
         labels=_plain(cfg.labels),
         covariates=_plain(cfg.covariates),
+        masks_dir=cfg.get("masks_dir"),
     )
     labels = [s.label_index for s in specs] if specs and specs[0].label_index is not None else None
     validate_conditions(bundle, len(specs), settings.guidance_scale, labels, covariates)

@@ -19,6 +19,7 @@ import torch
 
 from medsynth.errors import ConfigError
 from medsynth.models.bundle import SamplingBundle
+from medsynth.models.paired import mask_condition
 from medsynth.models.precision import resolve_device, resolve_precision
 from medsynth.sampling.samplers import build_sampler, make_denoiser
 
@@ -132,8 +133,12 @@ def iter_generate(
     precision: str = "auto",
     grid: str | None = None,
     on_step: Callable[[float], None] | None = None,
+    masks: Sequence | None = None,
 ) -> Iterator[GeneratedBatch]:
     """Generate ``len(seeds)`` volumes batch by batch (see :func:`generate_volumes` for arguments).
+
+    ``masks``: for a mask-conditioned model, one (D, H, W) integer label map per seed (array-like,
+    read when its batch runs); volume i then depends on (``seeds[i]``, ``masks[i]``, settings).
 
     ``on_step(volumes)`` is called after every network step with the fraction of volumes it
     advanced (batch size / number of steps), for progress bars.
@@ -142,6 +147,15 @@ def iter_generate(
         raise ConfigError("batch_size", f"must be >= 1, got {batch_size}")
     seeds = [int(s) for s in seeds]
     labels, covs = validate_conditions(bundle, len(seeds), guidance_scale, class_labels, covariates)
+    if bundle.geometry.mask_conditioned != (masks is not None):
+        raise ConfigError(
+            "masks_dir",
+            "the model is mask-conditioned: give one label map per sample (masks_dir=DIR)"
+            if masks is None
+            else "the model was not trained with label maps as conditioning (data.label_map_mode=condition)",
+        )
+    if masks is not None and len(masks) != len(seeds):
+        raise ConfigError("masks_dir", f"expected {len(seeds)} label maps (one per seed), got {len(masks)}")
     device = resolve_device(device)
     precision = sampling_precision(precision, device)
     solver = build_sampler(sampler, bundle.diffusion, steps, eta, grid)
@@ -159,6 +173,10 @@ def iter_generate(
         )
         batch_labels = labels[positions].to(device) if labels is not None else None
         batch_covs = covs[positions].to(device) if covs is not None else None
+        condition = None
+        if masks is not None:  # (b, c K, d, h, w): the label channels, concatenated at every step
+            batch_masks = torch.stack([torch.as_tensor(np.asarray(masks[p])).long() for p in positions])
+            condition = mask_condition(bundle.representation, batch_masks, bundle.geometry.label_classes).to(device)
 
         def noise(shape: tuple[int, ...], generators=generators) -> torch.Tensor:
             return torch.stack(
@@ -166,9 +184,11 @@ def iter_generate(
             ).to(device)
 
         def model(
-            x_t: torch.Tensor, t: int, batch_labels=batch_labels, batch_covs=batch_covs
+            x_t: torch.Tensor, t: int, batch_labels=batch_labels, batch_covs=batch_covs, condition=condition
         ) -> torch.Tensor:
             timesteps = torch.full((x_t.shape[0],), int(t), dtype=torch.long, device=device)
+            if condition is not None:
+                x_t = torch.cat([x_t, condition.to(x_t.dtype)], dim=1)
             with autocast(device, precision):
                 out = network(x_t, timesteps, class_labels=batch_labels, covariates=batch_covs).float()
                 if guidance != 1.0:

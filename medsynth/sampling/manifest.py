@@ -65,6 +65,8 @@ def manifest_rows(
         )
         if bundle.geometry.label_classes:  # paired model: the uint8 label map beside the image
             row["label_file"] = label_file_name(spec.file)
+        if spec.mask is not None:  # mask-conditioned: the label map it was made for
+            row["mask_source"] = spec.mask
         rows.append(row)
     return rows
 

@@ -12,11 +12,12 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from medsynth.errors import ConfigError
+from medsynth.errors import ConfigError, InputFileError
 from medsynth.models.bundle import SamplingBundle
 from medsynth.sampling.generate import sample_seed
 
@@ -51,6 +52,8 @@ class SampleSpec:
     label_index: int | None = None
     label_value: str | None = None
     covariates: dict[str, float] = field(default_factory=dict)
+    mask: str | None = None  # mask-conditioned model: the given label map (path) this sample is made for
+    mask_sha256: str | None = None
     key: str = ""
 
 
@@ -158,7 +161,37 @@ def settings_key(bundle: SamplingBundle, settings: GenerationSettings, spec: Sam
         "label": spec.label_index,
         "covariates": spec.covariates,
     }
+    if spec.mask_sha256 is not None:  # a mask-conditioned sample also depends on its label map's voxels
+        payload["mask_sha256"] = spec.mask_sha256
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def mask_files(masks_dir: str | Path) -> list[Path]:
+    """The label maps of ``masks_dir`` (``*.nii.gz`` and ``*.nii``, sorted by name; sample i gets the i-th)."""
+    folder = Path(masks_dir)
+    if not folder.is_dir():
+        raise InputFileError(folder, "masks_dir is not a folder" if folder.exists() else "masks_dir not found")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith((".nii.gz", ".nii")))
+    if not files:
+        raise InputFileError(folder, "masks_dir holds no label maps (*.nii.gz or *.nii)")
+    return files
+
+
+def load_mask(path: str | Path, bundle: SamplingBundle) -> np.ndarray:
+    """A given label map as (D, H, W) uint8; InputFileError (one line, naming the file) unless it lies
+    on the checkpoint's grid (shape and affine) with values in 0..K-1 (K: the checkpoint's classes)."""
+    from medsynth.data.label_maps import check_label_values
+    from medsynth.data.validation import load_checked_volume
+
+    volume = load_checked_volume(path)
+    geometry = bundle.geometry
+    if tuple(volume.array.shape) != tuple(geometry.shape):
+        raise InputFileError(
+            path, f"label map shape {list(volume.array.shape)} is not the checkpoint's grid {list(geometry.shape)}"
+        )
+    if not np.allclose(volume.affine, geometry.affine, atol=1e-3):
+        raise InputFileError(path, "label map affine differs from the checkpoint's (resample it onto the training grid)")
+    return check_label_values(volume, geometry.label_classes, key="the checkpoint's data.label_map_classes")
 
 
 def build_plan(
@@ -168,9 +201,26 @@ def build_plan(
     label: object = None,
     labels: Mapping | None = None,
     covariates: Mapping | None = None,
+    masks_dir: str | Path | None = None,
 ) -> tuple[list[SampleSpec], np.ndarray | None]:
-    """Every sample of the run, in index order, plus the (N, K) covariate array (or None)."""
+    """Every sample of the run, in index order, plus the (N, K) covariate array (or None).
+
+    With ``masks_dir`` (mask-conditioned models) sample i is made for the i-th label map there,
+    every map is checked first, and their number replaces ``num_samples``.
+    """
+    masks = None
+    if masks_dir is not None:
+        if not bundle.geometry.mask_conditioned:
+            raise ConfigError(
+                "masks_dir", "the checkpoint was not trained with label maps as conditioning (data.label_map_mode=condition)"
+            )
+        masks = mask_files(masks_dir)
+        num_samples = len(masks)
+    elif bundle.geometry.mask_conditioned:
+        raise ConfigError("masks_dir", "the checkpoint is mask-conditioned: give a folder of label maps (masks_dir=DIR)")
     n, label_indices = resolve_labels(bundle, num_samples, label, labels)
+    if masks is not None and n != len(masks):
+        raise ConfigError("labels", f"per-class counts give {n} samples but masks_dir holds {len(masks)} label maps")
     cov = resolve_covariates(bundle, n, covariates)
     names = [str(x) for x in bundle.conditioning.class_names]
     specs = []
@@ -181,6 +231,9 @@ def build_plan(
             spec.label_value = names[spec.label_index] if names else str(spec.label_index)
         if cov is not None:
             spec.covariates = {k: float(cov[i, j]) for j, k in enumerate(bundle.conditioning.covariate_keys)}
+        if masks is not None:
+            spec.mask = str(masks[i])
+            spec.mask_sha256 = hashlib.sha256(np.ascontiguousarray(load_mask(masks[i], bundle)).tobytes()).hexdigest()
         spec.key = settings_key(bundle, settings, spec)
         specs.append(spec)
     return specs, cov

@@ -96,6 +96,8 @@ class PreviewCallback(Callback):
         if not trainer.is_global_zero or self.num_samples <= 0:
             return None
         bundle = pl_module.sampling_bundle(use_ema=True)
+        if bundle.geometry.mask_conditioned:  # it needs the user's label maps: `medsynth sample masks_dir=`
+            return None
         labels = None
         if bundle.conditioning.num_classes > 0:
             labels = [i % bundle.conditioning.num_classes for i in range(self.num_samples)]

@@ -12,7 +12,7 @@ from medsynth.models.bundle import SamplingBundle
 from medsynth.models.paired import split_image_label
 from medsynth.sampling.export import label_file_name, write_volume
 from medsynth.sampling.generate import iter_generate
-from medsynth.sampling.plan import GenerationSettings, SampleSpec
+from medsynth.sampling.plan import GenerationSettings, SampleSpec, load_mask
 from medsynth.sampling.progress import generation_progress
 
 
@@ -22,6 +22,19 @@ def covariate_array(bundle: SamplingBundle, specs: list[SampleSpec]) -> np.ndarr
     if not keys or not specs or not specs[0].covariates:
         return None
     return np.array([[s.covariates[k] for k in keys] for s in specs], dtype=np.float32)
+
+
+class _MaskSequence:
+    """The given label maps of ``specs``, read (and checked) when their batch runs: (D, H, W) uint8 each."""
+
+    def __init__(self, bundle: SamplingBundle, specs: list[SampleSpec]):
+        self.bundle, self.specs = bundle, specs
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    def __getitem__(self, position: int) -> np.ndarray:
+        return load_mask(self.specs[position].mask, self.bundle)
 
 
 def write_samples(
@@ -40,6 +53,7 @@ def write_samples(
     if not specs:
         return seconds
     labels = [s.label_index for s in specs] if specs[0].label_index is not None else None
+    masks = _MaskSequence(bundle, specs) if bundle.geometry.mask_conditioned else None
     with generation_progress(disable=not progress) as bar:
         task = bar.add_task(f"{description} ({settings.sampler})", total=len(specs))
         for batch in iter_generate(
@@ -56,10 +70,13 @@ def write_samples(
             device=device,
             precision=settings.precision,
             on_step=lambda v: bar.advance(task, v),
+            masks=masks,
         ):
             per_volume = batch.seconds / len(batch.positions)
             images, labels_out = batch.volumes, None
-            if bundle.geometry.label_classes:  # paired model: image channel + argmax of the label channels
+            if bundle.geometry.mask_conditioned:  # the given label maps, written beside their images
+                labels_out = torch.stack([torch.as_tensor(masks[p]) for p in batch.positions])
+            elif bundle.geometry.label_classes:  # joint model: image channel + argmax of the label channels
                 images, labels_out = split_image_label(batch.volumes)
             for j, position in enumerate(batch.positions):
                 spec = specs[position]
