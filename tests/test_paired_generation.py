@@ -100,6 +100,16 @@ def test_paired_samples_feed_utility(paired_run, tmp_path):
     assert next(r for r in summary["results"] if r["arm"] == "synthetic")["n_synthetic"] == 3
 
 
+def test_condition_mode_without_label_maps_is_refused(paired_run):
+    from medsynth.data.datamodule import VolumeDataModule
+    from medsynth.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="joint or condition"):
+        VolumeDataModule(root=str(paired_run / "prep"), label_map_mode="control")
+    with pytest.raises(ConfigError, match="condition needs label maps"):
+        VolumeDataModule(root=str(paired_run / "prep"), label_map_mode="condition").setup("fit")
+
+
 def test_label_map_classes_too_few_is_one_line(paired_run, tmp_path):
     code = subprocess.run(
         [

@@ -218,6 +218,11 @@ class VolumeDataModule(pl.LightningDataModule):
         self.shape = tuple(int(s) for s in self.preprocessing["shape"])
         if str(self._label_map_setting) == "auto":  # the classes data prepare recorded (0: no label maps)
             self.label_map_classes = int((self.preprocessing.get("label_map") or {}).get("num_classes") or 0)
+        if self.label_map_mode == "condition" and not self.label_map_classes:
+            raise ConfigError(
+                "data.label_map_mode",
+                f"condition needs label maps (data.label_map_classes=K or auto on a folder with them), got {self._label_map_setting}",
+            )
         if self.expected_shape is not None and self.expected_shape != self.shape:
             raise ConfigError(
                 "data.shape",
