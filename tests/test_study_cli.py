@@ -214,3 +214,15 @@ def test_create_prepares_raw_real_scans_with_prepare_inputs(dirs, tmp_path, caps
     code, out, err = _run([*args, "prepare_inputs=true", f"prepared_dir={tmp_path / 'prep'}"], capsys)
     assert code == 0 and "4 real + 4 synthetic" in out, err
     assert read_fingerprint(tmp_path / "prep", "real") == read_fingerprint(syn, "synthetic")
+
+
+def test_demo_on_given_sets_refuses_different_preprocessing(tmp_path, capsys, dirs):
+    """`study demo real_dir=... synthetic_dir=...` runs the fingerprint check of `study create`."""
+    out_dir = tmp_path / "demo"
+    real = tmp_path / "raw_real"
+    real.mkdir()
+    for path in sorted((dirs / "real").glob("*.nii.gz")):
+        (real / path.name).symlink_to(path)  # the same volumes, but no preprocessing.json
+    code, _, err = _run(["demo", f"out_dir={out_dir}", f"real_dir={real}", f"synthetic_dir={dirs / 'syn'}"], capsys)
+    assert code != 0 and len(err.strip().splitlines()) == 1 and "real_dir" in err
+    assert not out_dir.exists()

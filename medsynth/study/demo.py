@@ -99,6 +99,10 @@ def build_demo(cfg: DictConfig) -> Path:
     from medsynth.study.service import StudyService
 
     out_dir = Path(str(cfg.out_dir)).expanduser().resolve()
+    if cfg.synthetic_dir:  # the same check as `study create`: both sets in one preprocessing space
+        from medsynth.io.fingerprint import require_same_fingerprint
+
+        require_same_fingerprint({"synthetic_dir": cfg.synthetic_dir, "real_dir": cfg.real_dir or out_dir / "real"})
     out_dir.mkdir(parents=True, exist_ok=True)
     db = str(cfg.db) if cfg.db else f"sqlite:///{out_dir / 'study.db'}"
     demo = cfg.demo
