@@ -27,7 +27,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
-# The whole loop on the embedded phantoms (about 9 minutes on 2 CPU cores, utility included). Every stage writes under
+# The whole loop on the embedded phantoms (about 8 minutes on 2 CPU cores, utility included). Every stage writes under
 # $(DEMO_DIR); rerunning starts from scratch.
 demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
