@@ -3,14 +3,11 @@ database alone."""
 
 from __future__ import annotations
 
-import nibabel as nib
-import numpy as np
 import pytest
 from scipy.stats import binomtest
 from sqlalchemy import select
 
 from medsynth import cli
-from medsynth.data.phantom import make_phantom
 from medsynth.study import db as study_db
 from medsynth.study.assignment import (
     order_seed,
@@ -23,7 +20,7 @@ from medsynth.study.assignment import (
 from medsynth.study.creation import volume_files
 from medsynth.study.models import Assignment, Case, Reader, Study
 from medsynth.study.service import StudyService
-from tests.test_metrics_cli import FINGERPRINT, write_fingerprint
+from tests.study_sets import write_study_sets
 
 SMALL = ["render.grid=[8,8,8]", "render.png_size=32"]
 N_CASES = 40
@@ -39,15 +36,7 @@ def _dispose():
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory):
     """24 real and 24 'synthetic' 12^3 phantoms."""
-    root = tmp_path_factory.mktemp("blind")
-    rng = np.random.default_rng(3)
-    for sub, prefix in (("real", "phantom"), ("syn", "sample")):
-        (root / sub).mkdir()
-        for i in range(24):
-            vol, affine, _ = make_phantom((12, 12, 12), rng)
-            nib.save(nib.Nifti1Image(vol, affine), str(root / sub / f"{prefix}_{i:04d}.nii.gz"))
-        write_fingerprint(root / sub, FINGERPRINT | {"shape": [12, 12, 12]})  # one preprocessing space
-    return root
+    return write_study_sets(tmp_path_factory.mktemp("blind"), 24, (12, 12, 12), seed=3)
 
 
 def _study(dirs, db_path, capsys):

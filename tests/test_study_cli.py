@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import stat
 
-import nibabel as nib
-import numpy as np
 import pandas as pd
 import pytest
 
 from medsynth import cli
-from medsynth.data.phantom import make_phantom
 from medsynth.study import db as study_db
 from medsynth.study.export import REQUIRED_COLUMNS
 from medsynth.study.service import StudyService
+from tests.study_sets import write_study_sets
 from tests.test_metrics_cli import FINGERPRINT, write_fingerprint
 
 SMALL = ["render.grid=[16,16,16]", "render.png_size=64"]
@@ -27,18 +25,10 @@ def _dispose():
 
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli")
-    rng = np.random.default_rng(1)
-    for sub, prefix in (("real", "phantom"), ("syn", "sample")):
-        (root / sub).mkdir()
-        for i in range(5):
-            vol, affine, _ = make_phantom((16, 16, 16), rng)
-            nib.save(nib.Nifti1Image(vol, affine), str(root / sub / f"{prefix}_{i:04d}.nii.gz"))
+    root = write_study_sets(tmp_path_factory.mktemp("cli"), 5, (16, 16, 16), seed=1)
     pd.DataFrame(
         {"file": [f"sample_{i:04d}.nii.gz" for i in range(5)], "checkpoint": "run/last.ckpt"}
     ).to_csv(root / "syn" / "manifest.csv", index=False)
-    for sub in ("real", "syn"):  # one preprocessing space (study create checks it)
-        write_fingerprint(root / sub, FINGERPRINT | {"shape": [16, 16, 16]})
     return root
 
 
