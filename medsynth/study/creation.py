@@ -1,6 +1,6 @@
 """``study create`` from a config: find and check the volumes, draw the study secret, sample the
-cases with it, store the study, then audit its blinding (refusing a leaky study unless
-``allow_leaks=true``).
+cases with it, fix the viewer's coding and message length over them (one length for every case),
+store the study, then audit its blinding (refusing a leaky study unless ``allow_leaks=true``).
 
 Used by ``medsynth study create`` and ``medsynth study demo`` (both import this module; neither
 imports the other). The steps are separate functions so further checks hook in before
@@ -121,6 +121,7 @@ def create_from_config(
     from medsynth.study.assignment import new_study_secret, sample_balanced, secret_seed, storage_order
     from medsynth.study.questions import load_questions
     from medsynth.study.service import StudyService
+    from medsynth.study.viewer_payload import viewer_settings
 
     questions = load_questions(questions_path(str(cfg.questions)))
     render = render_settings(cfg)
@@ -131,6 +132,7 @@ def create_from_config(
     pick_real, pick_syn = sample_balanced(real, synthetic, int(n_cases), secret_seed(secret, "cases"))
     models, checkpoint = synthetic_provenance(Path(synthetic_dir))
     check_cases(pick_real + pick_syn, render, progress)
+    render["viewer"] = viewer_settings(pick_real + pick_syn, render, modality, progress)  # before the audit sees it
     entries = [(p, 0) for p in pick_real] + [(p, 1) for p in pick_syn]
     stored = [entries[i] for i in storage_order(len(entries), secret)]
     result = audit_planned(cfg, stored, render, secret, progress)
