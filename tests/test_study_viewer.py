@@ -12,8 +12,8 @@ from medsynth.study.rendering import Window, auto_window, load_display_volume
 from medsynth.study.viewer_payload import (
     CODINGS,
     PayloadTooLarge,
+    ViewerPayload,
     build_payload,
-    cached_payload,
     decode_stack,
     display_spacing,
     encode_stack,
@@ -72,7 +72,7 @@ def test_presets_follow_the_modality_and_are_in_stack_units(volume):
 
 
 def test_message_carries_no_source_units_or_header_fields(volume):
-    payload = cached_payload(volume, (1.5, 1.5, 3.0), RENDER, "mr")
+    payload = build_payload(volume, (1.5, 1.5, 3.0), RENDER, "mr")
     header, _ = parse_message(payload.message(7))
     assert set(header) == {"showing", "shape", "spacing", "levels", "coding", "presets", "default_preset"}
     assert header["showing"] == 7 and header["spacing"] == [1.5, 1.5, 3.0]
@@ -80,7 +80,8 @@ def test_message_carries_no_source_units_or_header_fields(volume):
     for number in (float(volume.min()), float(volume.max())):
         assert f"{number:.3f}"[:6] not in text  # the range of source units never travels
     assert np.array_equal(inflate(payload.message(7))[1], quantise(volume, 4096)[0])
-    assert cached_payload(volume, (1.5, 1.5, 3.0), RENDER, "mr") is payload  # built once per case
+    stored = ViewerPayload.from_record(json.loads(json.dumps(payload.record()[0])), *payload.record()[1:])
+    assert stored.message(7, 50_000) == payload.message(7, 50_000)  # what a study stores serves the same bytes
 
 
 def test_display_spacing_is_the_field_of_view_over_the_grid(tmp_path):
@@ -94,14 +95,14 @@ def test_display_spacing_is_the_field_of_view_over_the_grid(tmp_path):
     assert load_display_volume(path, (10, 20, 30)).shape == (10, 20, 30)
 
 
-def test_service_payload_is_reachable_only_and_the_next_one_is_warmed(tmp_path):
-    from sqlalchemy import select
+def test_service_codes_each_case_once_and_serves_reachable_showings_by_reading(tmp_path, monkeypatch):
+    from sqlalchemy import delete, select
 
     from medsynth.study import db as study_db
+    from medsynth.study import rendering
     from medsynth.study.demo import make_phantoms
-    from medsynth.study.models import Study
+    from medsynth.study.models import Study, ViewerStream
     from medsynth.study.service import PermissionDenied, StudyService
-    from medsynth.study.viewer_payload import _cached_payload
 
     files = make_phantoms(tmp_path / "cases", 4, (16, 16, 16), seed=5)
     service = StudyService(f"sqlite:///{tmp_path / 'study.db'}")
@@ -112,18 +113,54 @@ def test_service_payload_is_reachable_only_and_the_next_one_is_warmed(tmp_path):
     data, _ = parse_message(first)
     with study_db.read_session(service.factory) as s:
         viewer = s.scalar(select(Study)).render["viewer"]
+        assert len(list(s.scalars(select(ViewerStream.case_id)))) == 4  # every case coded once
     assert viewer["coding"] in CODINGS and len(first) == viewer["message_bytes"]
     assert data["showing"] == 0 and data["shape"] == [20, 24, 16] and data["spacing"] == pytest.approx([9.6, 8.0, 12.0])  # 192 mm FOV
     with pytest.raises(PermissionDenied):
         service.viewer_payload(reader, 1)  # never a case ahead
-    _cached_payload.cache_clear()  # other tests' payloads may fill it
-    assert service.prefetch_next(reader) is None  # nothing of the next case reaches the caller
-    assert _cached_payload.cache_info().currsize == 1
+    with study_db.write_session(service.factory) as s:
+        s.execute(delete(ViewerStream))
+    assert service.prefetch_next(reader) is None  # nothing of the next case reaches the caller ...
+    with study_db.read_session(service.factory) as s:
+        assert len(list(s.scalars(select(ViewerStream.case_id)))) == 4  # ... but its stream is stored
     service.submit(reader, 0, {"called_synthetic": True})
-    hits = _cached_payload.cache_info().hits
-    second = service.viewer_payload(reader, 1)
+    monkeypatch.setattr(rendering, "load_display_volume", lambda *a, **k: pytest.fail("image work on serving"))
+    second = service.viewer_payload(reader, 1)  # a read of the stored stream, padded
     assert parse_message(second)[0]["shape"] == [20, 24, 16] and len(second) == len(first)
-    assert _cached_payload.cache_info().hits == hits + 1  # Submit found the next case ready
+    study_db.dispose_engines()
+
+
+def test_a_study_from_before_viewer_streams_is_upgraded_and_served(tmp_path):
+    """tests/data/study_rev0001.sqlite was written by medsynth at schema 0001: migration 0003 adds
+    the stream table, and the first viewer request fixes the coding and length and codes every case."""
+    import shutil
+    import sqlite3
+    from pathlib import Path
+
+    from sqlalchemy import select
+
+    from medsynth.study import db as study_db
+    from medsynth.study.demo import make_phantoms
+    from medsynth.study.models import Case, Study, ViewerStream
+    from medsynth.study.service import StudyService
+
+    data = Path(__file__).resolve().parent / "data"
+    path = tmp_path / "old.sqlite"
+    shutil.copy(data / "study_rev0001.sqlite", path)
+    with sqlite3.connect(path) as conn:  # its volumes lived in a temporary folder: new ones in their place
+        ids = [row[0] for row in conn.execute("select id from study_case order by id")]
+        files = make_phantoms(tmp_path / "cases", len(ids), (16, 16, 16), seed=2)
+        conn.executemany("update study_case set source_path = ? where id = ?", [(str(f), i) for f, i in zip(files, ids, strict=True)])
+    tokens = json.loads((data / "study_rev0001_tokens.json").read_text())
+    service = StudyService(f"sqlite:///{path}")  # upgrades to head
+    reader = service.login(tokens["dr_a"])
+    position = service.current_case(reader).position
+    message = service.viewer_payload(reader, position)
+    with study_db.read_session(service.factory) as s:
+        viewer = s.scalar(select(Study.render))["viewer"]
+        assert s.scalar(select(ViewerStream).limit(1)) is not None
+        assert len(list(s.scalars(select(ViewerStream.case_id)))) == len(list(s.scalars(select(Case.id))))
+    assert len(message) == viewer["message_bytes"] and inflate(message)[1].shape == (16, 16, 16)
     study_db.dispose_engines()
 
 
@@ -191,3 +228,21 @@ def test_study_settings_pad_smooth_and_noisy_cases_to_one_size(tmp_path):
     assert capped["message_bytes"] == 10**6
     with pytest.raises(ConfigError, match="render.viewer.coding"):
         viewer_settings(paths, {**render, "viewer": {**render["viewer"], "coding": "diff3d", "levels": 65536}}, "mr")
+
+
+def test_coding_benchmark_runs_on_a_small_folder(tmp_path, capsys):
+    """benchmarks/viewer_coding.py (the sizes per coding in docs/study.md) cannot rot."""
+    import importlib.util
+    from pathlib import Path
+
+    from medsynth.study.demo import make_phantoms
+
+    make_phantoms(tmp_path, 2, (12, 12, 12), seed=3)
+    spec = importlib.util.spec_from_file_location(
+        "viewer_coding", Path(__file__).resolve().parents[1] / "benchmarks" / "viewer_coding.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main([str(tmp_path), "--grid", "16", "--noise", "0.1"]) == 0
+    table = capsys.readouterr().out.strip().splitlines()[-2:]
+    assert table[0].startswith(f"| {tmp_path.name} (n=2) |") and "+ noise 0.1" in table[1]

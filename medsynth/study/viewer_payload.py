@@ -25,8 +25,8 @@ case compresses better than a noisy one) and ``medsynth study audit`` (channel
 ``viewer_payload_bytes``) refuses such a side channel. M and the coding are fixed for the whole
 study when it is created (:func:`viewer_settings`: the coding whose largest case is smallest, M that
 case's length; or M from the config, refusing a case that does not fit) and stored in its render
-settings. Serving a case is then the cached encoding (built once per case, the next showing's
-while the reader reads the current one) padded to M.
+settings; each case is coded once then and stored (``models.ViewerStream``), so serving a case is a
+read of its stored stream padded to M, whatever the image.
 
 Windows are sent in stack units only (level and width of q), so no intensity in source units reaches
 the browser; L = 4096 levels over the case's range is a step of 1/4095 of that range, below any
@@ -36,8 +36,6 @@ library packs a volume for a browser canvas viewer; the deflate itself is zlib's
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import struct
 import zlib
@@ -103,6 +101,23 @@ class ViewerPayload:
             "presets": [p.__dict__ for p in self.presets],
             "default_preset": self.default_preset,
         }
+
+    def record(self) -> tuple[dict[str, Any], bytes, int]:
+        """What a study stores per case (``models.ViewerStream``): header without the showing,
+        the unfinished stream and its Adler-32."""
+        header = self.header(0)
+        del header["showing"]
+        return header, self.deflated, self.adler
+
+    @classmethod
+    def from_record(cls, header: Mapping[str, Any], deflated: bytes, adler: int) -> ViewerPayload:
+        """Inverse of :meth:`record`."""
+        return cls(
+            shape=tuple(int(s) for s in header["shape"]), spacing=tuple(float(s) for s in header["spacing"]),
+            levels=int(header["levels"]), coding=str(header["coding"]), deflated=bytes(deflated),
+            adler=int(adler), presets=tuple(WindowPreset(**p) for p in header["presets"]),
+            default_preset=str(header["default_preset"]),
+        )  # fmt: skip
 
     def _head(self, showing: int) -> bytes:
         header = json.dumps(self.header(showing)).encode("utf-8")
@@ -327,32 +342,6 @@ def viewer_settings(paths: Sequence[str], render: Mapping, modality: str, progre
             f"{coding} (raise it, or leave it null to use the largest case's size)"
         )  # fmt: skip
     return {**viewer, "coding": coding, "message_bytes": int(cap) if cap is not None else needed}
-
-
-@functools.lru_cache(maxsize=8)
-def _cached_payload(volume_ref: _Ref, spacing: tuple, render_key: str, modality: str) -> ViewerPayload:
-    return build_payload(volume_ref.volume, spacing, json.loads(render_key), modality)
-
-
-class _Ref:
-    """Hashable by digest only, so the lru cache does not hash the array itself."""
-
-    def __init__(self, volume: np.ndarray, digest: str):
-        self.volume, self.digest = volume, digest
-
-    def __hash__(self) -> int:
-        return hash(self.digest)
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, _Ref) and other.digest == self.digest
-
-
-def cached_payload(volume: np.ndarray, spacing: Sequence[float], render: Mapping, modality: str) -> ViewerPayload:
-    """:func:`build_payload`, cached by the volume's content (and the settings)."""
-    digest = hashlib.blake2b(np.ascontiguousarray(volume).data, digest_size=16).hexdigest()
-    key = json.dumps(dict(render), sort_keys=True, default=str)
-    spacing = tuple(round(float(s), 6) for s in spacing)
-    return _cached_payload(_Ref(volume, digest), spacing, key, modality)
 
 
 def display_spacing(path: str | Path, grid: Sequence[int]) -> tuple[float, float, float]:
