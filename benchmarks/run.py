@@ -569,7 +569,8 @@ def run_quality(book: RecordBook, args: argparse.Namespace) -> None:
     from pipeline import quality_check
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="medsynth-bench-"))
-    quality = quality_check(work, args.quality_steps, args.quality_samples, args.sampler)
+    fast = args.sampler or sampler_settings()["name"]  # conf/sample.yaml's default
+    quality = quality_check(work, args.quality_steps, args.quality_samples, fast)
     book.add("frd_d2_fast", quality.pop("frd_d2_fast"), "d^2", sampler=quality["fast_sampler"])
     book.add("frd_d2_ddpm1000", quality.pop("frd_d2_ddpm1000"), "d^2", sampler="ddpm-1000")
     book.add("frd_d2_real_halves", quality.pop("frd_d2_real_halves"), "d^2", what="two halves of the training set")

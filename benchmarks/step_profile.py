@@ -30,7 +30,8 @@ OP_KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("optimizer / EMA / grad norm", ("_foreach", "adam", "lerp", "addcdiv", "addcmul", "clip_grad")),
     (
         "data movement / memory",
-        ("copy", "to_copy", "contiguous", "clone", "cat", "empty", "zero_", "fill_", "pad", "stack"),
+        ("copy", "to_copy", "contiguous", "clone", "cat", "empty", "zero_", "fill_", "pad", "stack")
+        + ("expand", "permute", "transpose", "upsample", "reshape", "view", "slice", "select"),
     ),
     ("random numbers", ("normal_", "uniform_", "randn", "randint", "random_")),
     ("reduction", ("sum", "mean", "norm", "amax", "max", "isfinite")),
