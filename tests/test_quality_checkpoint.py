@@ -82,7 +82,8 @@ def test_best_quality_is_written_only_when_the_score_improves(scripted_run):
 def test_higher_is_better_metric_keeps_the_highest(prepared, tmp_path, monkeypatch):
     _scripted(monkeypatch, [0.2, 0.5, 0.4])
     run = tmp_path / "run"
-    args = [f"data.root={prepared}", f"hydra.run.dir={run}", "trainer.max_steps=6", "callbacks.quality.metric=coverage"]
+    args = [f"data.root={prepared}", f"hydra.run.dir={run}", "trainer.max_steps=6"]
+    args.append("callbacks.quality.metric=coverage")
     assert run_train([*args, *COMMON]) == 0
     best = run / "checkpoints" / "best_quality.ckpt"
     assert _step_of(best) == 4 and torch.load(best, weights_only=True)["quality"]["best"] == 0.5
@@ -98,7 +99,9 @@ def test_resume_keeps_the_best_score(prepared, tmp_path, monkeypatch):
     steps = _scripted(monkeypatch, [3.5, 2.5])
     saved: list[int] = []
     original = QualityCheckpoint.save
-    monkeypatch.setattr(QualityCheckpoint, "save", lambda self, trainer, step: saved.append(step) or original(self, trainer, step))
+    monkeypatch.setattr(
+        QualityCheckpoint, "save", lambda self, trainer, step: saved.append(step) or original(self, trainer, step)
+    )
     last = run / "checkpoints" / "last.ckpt"
     args = [f"data.root={prepared}", f"hydra.run.dir={run}", f"ckpt_path={last}", "trainer.max_steps=8", *COMMON]
     assert run_train(args) == 0
@@ -108,7 +111,8 @@ def test_resume_keeps_the_best_score(prepared, tmp_path, monkeypatch):
 
 def test_real_scores_are_logged_deterministic_and_sampled_from_the_run(prepared, tmp_path, capsys):
     run = tmp_path / "run"
-    args = [f"data.root={prepared}", f"hydra.run.dir={run}", "trainer.max_steps=2", f"callbacks.quality.cache_dir={tmp_path}/cache"]
+    args = [f"data.root={prepared}", f"hydra.run.dir={run}", "trainer.max_steps=2"]
+    args.append(f"callbacks.quality.cache_dir={tmp_path}/cache")
     assert run_train([*args, *COMMON]) == 0
     logged = pd.read_csv(run / "csv" / "metrics.csv").dropna(subset=["quality/frd_d2"])
     assert list(logged["step"]) == [2] and np.isfinite(logged["quality/frd_d2"]).all()
@@ -118,7 +122,8 @@ def test_real_scores_are_logged_deterministic_and_sampled_from_the_run(prepared,
     # ckpt=RUN samples best_quality.ckpt and says so; the manifest names that file
     capsys.readouterr()
     out = tmp_path / "synthetic"
-    fast = ["num_samples=1", "sampler=dpmpp", "steps=2", "precision=32", "progress=false", "contact_sheet.num_samples=0"]
+    fast = ["num_samples=1", "sampler=dpmpp", "steps=2", "precision=32", "progress=false"]
+    fast.append("contact_sheet.num_samples=0")
     assert medsynth_main(["sample", f"ckpt={run}", f"out_dir={out}", *fast]) == 0
     said = capsys.readouterr().out.splitlines()[0]
     assert "best_quality.ckpt" in said and "quality/frd_d2 =" in said and "at step 2" in said
@@ -131,7 +136,8 @@ def test_real_scores_are_logged_deterministic_and_sampled_from_the_run(prepared,
     said = capsys.readouterr().out.splitlines()[0]
     assert "last.ckpt" in said and "no best_quality.ckpt" in said
     # ckpt=FILE keeps working, silently
-    assert medsynth_main(["sample", f"ckpt={run / 'checkpoints' / 'last.ckpt'}", f"out_dir={tmp_path / 'file'}", *fast]) == 0
+    last = run / "checkpoints" / "last.ckpt"
+    assert medsynth_main(["sample", f"ckpt={last}", f"out_dir={tmp_path / 'file'}", *fast]) == 0
     assert "run folder" not in capsys.readouterr().out
 
 
@@ -168,3 +174,27 @@ def test_bad_settings_name_their_key(tmp_path, overrides, key):
     with pytest.raises(ConfigError) as err:
         QualityCheckpoint(tmp_path, **overrides)
     assert key in str(err.value)
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_score_and_rank_zero_writes(prepared, tmp_path):
+    """DDP on 2 CPU processes (gloo): rank 0 samples and scores, every rank takes the same decision
+    (a rank that disagreed would hang in save_checkpoint's barrier or fail), one file is written."""
+    import os
+    import subprocess
+
+    run = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "medsynth.cli", "train", *COMMON, f"data.root={prepared}", f"hydra.run.dir={run}",
+        "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp",
+        "trainer.max_steps=2", f"callbacks.quality.cache_dir={tmp_path / 'cache'}",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (proc.stdout + proc.stderr).count("quality: step 2 quality/frd_d2") == 1  # rank 0 reports
+    record = torch.load(run / "checkpoints" / "best_quality.ckpt", weights_only=True)["quality"]
+    assert record["best_step"] == 2 and np.isfinite(record["best"])
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "best_quality.ckpt", "last.ckpt", "step_0000002.ckpt",
+    ]  # fmt: skip

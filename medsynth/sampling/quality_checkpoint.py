@@ -297,7 +297,10 @@ class QualityCheckpoint(Callback):
         reference subjects in turn (class label, covariates, label map of a mask-conditioned model).
         The global RNG is left as it was: scoring does not change the training run."""
         device = pl_module.device
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        cuda = []
+        if device.type == "cuda":
+            cuda = [device.index if device.index is not None else torch.cuda.current_device()]
+        with torch.random.fork_rng(devices=cuda):
             bundle = pl_module.sampling_bundle(use_ema=True)  # builds a network: draws from the global RNG
         was_training = pl_module.training
         picks = [self.reference_records[i % len(self.reference_records)] for i in range(self.num_samples)]
