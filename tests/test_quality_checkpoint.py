@@ -190,7 +190,7 @@ def test_two_processes_share_one_score_and_rank_zero_writes(prepared, tmp_path):
         "trainer.max_steps=2", f"callbacks.quality.cache_dir={tmp_path / 'cache'}",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (proc.stdout + proc.stderr).count("quality: step 2 quality/frd_d2") == 1  # rank 0 reports
     record = torch.load(run / "checkpoints" / "best_quality.ckpt", weights_only=True)["quality"]
