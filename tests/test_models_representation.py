@@ -104,7 +104,7 @@ def test_checkpoint_metadata_records_the_scaling_and_old_checkpoints_load_as_uni
     from medsynth.models.diffusion_module import DiffusionModule, bundle_from_metadata
 
     model = yaml.safe_load((ROOT / "conf/model/unet_tiny.yaml").read_text())
-    assert model["wavelet_scaling"] == "uniform"  # the shipped default (conf/model/*.yaml)
+    assert model["wavelet_scaling"] == "lowband"  # the shipped default (conf/model/*.yaml)
     model.update(representation="wavelet", wavelet_scaling=scaling)
     diffusion = yaml.safe_load((ROOT / "conf/diffusion/ddpm.yaml").read_text())
     affine = torch.eye(4).tolist()
