@@ -50,7 +50,7 @@ demo: $(STAMP)
 	@echo "  downstream utility: $(DEMO_DIR)/utility/utility.json"
 	@echo "  open the reader study: $(BIN)/medsynth study serve db=$(DEMO_DIR)/study/study.db  (tokens: $(DEMO_DIR)/study/tokens.txt)"
 
-# Speed against the MONAI-tutorial baseline (2-5 minutes on 2 cores; see benchmarks/README.md).
+# Speed against the MONAI-tutorial baseline at 1 and 2 threads, interleaved (see benchmarks/README.md for the time).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py --quick --out benchmark.json
 

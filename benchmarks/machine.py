@@ -90,23 +90,29 @@ def available_memory_gb() -> float:
     return float("inf")
 
 
-def peak_gflops(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
-    """A rough machine peak in GFLOP/s for ``dtype`` and how it was estimated.
-
-    CUDA: a large measured matmul (the practical peak). CPU: also a measured matmul on all threads
-    (2048^2 x 2048, best of 3), which is what oneDNN reaches on this core count: a theoretical
-    cores x GHz x FLOP/cycle figure needs a clock we cannot read reliably in a VM.
-    """
-    n = 4096 if device.type == "cuda" else 2048
+def matmul_seconds(device: torch.device, dtype: torch.dtype, n: int, repeats: int = 4) -> float:
+    """Best of ``repeats`` timed ``n x n @ n x n`` matmuls (2 n^3 FLOPs each) on the current threads."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     best = float("inf")
-    for _ in range(4):
+    for _ in range(repeats):
         synchronize(device)
         start = time.perf_counter()
         torch.mm(a, b)
         synchronize(device)
         best = min(best, time.perf_counter() - start)
+    return best
+
+
+def peak_gflops(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
+    """A rough machine peak in GFLOP/s for ``dtype`` and how it was estimated.
+
+    CUDA: a large measured matmul (the practical peak). CPU: also a measured matmul on the current
+    threads (2048^2 x 2048, best of 4), which is what oneDNN reaches on this core count: a theoretical
+    cores x GHz x FLOP/cycle figure needs a clock we cannot read reliably in a VM.
+    """
+    n = 4096 if device.type == "cuda" else 2048
+    best = matmul_seconds(device, dtype, n)
     return 2.0 * n**3 / best / 1e9, f"measured {n}x{n} {str(dtype).replace('torch.', '')} matmul, best of 4"
 
 

@@ -119,14 +119,18 @@ def time_training(
     warmup: int,
     device: torch.device,
     compile_network: bool = False,
+    module: DiffusionModule | None = None,
 ) -> dict[str, Any]:
     """Seconds per medsynth training step (mean of ``n_steps`` after ``warmup``) through ``Trainer.fit``.
 
+    ``module``: go on training this module (a new ``Trainer.fit``: new optimizer, the same weights
+    and EMA) instead of building one from ``config``.
     Returns {"seconds": [...], "mean": s, "precision": str, "representation": str, "module": module}.
     """
-    module = build_module(config, shape)
-    if compile_network:
-        module.network = torch.compile(module.network)
+    if module is None:
+        module = build_module(config, shape)
+        if compile_network:
+            module.network = torch.compile(module.network)
     precision = resolve_precision(config["trainer"]["precision"], device.type)
     timer = StepTimer()
     total = warmup + n_steps
@@ -154,9 +158,10 @@ def time_training(
     }
 
 
-def sampler_settings(name: str) -> dict[str, Any]:
-    """``conf/sampler/<name>.yaml`` as a dict (name, steps, eta)."""
-    cfg = compose_stage("sample", [f"sampler={name}"])
+def sampler_settings(name: str | None = None) -> dict[str, Any]:
+    """``conf/sampler/<name>.yaml`` as a dict (name, steps, eta, grid); ``None``: the default sampler of
+    ``conf/sample.yaml`` (what ``medsynth sample`` runs without a ``sampler=`` override)."""
+    cfg = compose_stage("sample", [f"sampler={name}"] if name else [])
     return OmegaConf.to_container(cfg.sampler, resolve=True)  # type: ignore[return-value]
 
 
@@ -167,9 +172,11 @@ def time_sampling(
     repeats: int,
     precision: str = "auto",
     threads: int | None = None,
+    warmup: bool = True,
 ) -> dict[str, Any]:
-    """Seconds to generate one volume end to end with ``generate_volumes`` (after a 2-step warm-up),
-    with ``threads`` CPU threads as ``medsynth sample`` sets them (``num_threads``)."""
+    """Seconds to generate one volume end to end with ``generate_volumes`` (after a 2-step warm-up
+    call unless ``warmup`` is false), with ``threads`` CPU threads as ``medsynth sample`` sets them
+    (``num_threads``)."""
     from medsynth.sampling.generate import generate_volumes, sampling_precision
 
     bundle = module.sampling_bundle(use_ema=True)
@@ -177,13 +184,15 @@ def time_sampling(
     common = {
         "sampler": sampler["name"],
         "eta": float(sampler.get("eta") or 0.0),
+        "grid": sampler.get("grid"),
         "batch_size": 1,
         "device": device,
         "precision": precision,
     }
     seconds = []
     with torch_threads(threads if device.type == "cpu" else None):
-        generate_volumes(bundle, seeds=[12345], steps=2, **common)  # warm-up: kernels, oneDNN primitives
+        if warmup:  # kernels, oneDNN primitives
+            generate_volumes(bundle, seeds=[12345], steps=2, **common)
         for r in range(repeats):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)

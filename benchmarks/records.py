@@ -26,6 +26,7 @@ class RecordBook:
     def __init__(self, out: str | Path | None = None) -> None:
         self.records: list[Record] = []
         self.out = out
+        self.extra_markdown: list[str] = []  # tables appended to the markdown (e.g. the step profile)
 
     def add(self, name: str, value: float | None, unit: str, **detail: Any) -> Record:
         """Record a figure, print it, and rewrite the output files (an interrupted run keeps what it measured)."""
@@ -46,7 +47,7 @@ class RecordBook:
         lines = ["| name | value | unit | detail |", "|---|---:|---|---|"]
         for r in self.records:
             lines.append(f"| {r.name} | {format_value(r.value)} | {r.unit} | {short_detail(r.detail)} |")
-        return "\n".join(lines) + "\n" + self.ablation_markdown()
+        return "\n".join(lines) + "\n" + self.ablation_markdown() + "".join("\n" + t for t in self.extra_markdown)
 
     def ablation_markdown(self) -> str:
         """The ``ablation_train_<side>[variant]`` / ``ablation_denoise_<side>[variant]`` records as one

@@ -1,20 +1,26 @@
 """medsynth speed benchmark: medsynth's default training step and fast sampler against a MONAI-tutorial baseline.
 
-    python benchmarks/run.py --quick --out b.json      # 64^3 speedups, <= 5 min on 2 CPU cores
-    python benchmarks/run.py --out full.json           # + 32^3/128^3, ablation, memory, GFLOP/s, data wait, FRD
+    python benchmarks/run.py --quick --out b.json      # 64^3 speedups at 1 and 2 threads, ~15-25 min on 2 busy cores
+    python benchmarks/run.py --out full.json           # + 32^3 (DDPM-1000 end to end)/128^3, ablation, memory, data wait, FRD
     python benchmarks/run.py --smoke --out s.json      # seconds: tiny shapes, every code path (the test suite)
 
 Writes ``--out`` (a JSON list of {name, value, unit, detail}) and the same records as a markdown
-table beside it (``.md``), and prints the table. Both sides are measured back to back in one
-process; medsynth is timed before and after the baseline and the mean is used, so a change of
-machine load during the run hits both sides. On CUDA (``--device auto`` picks it) the same code
-runs with cudnn.benchmark, CUDA synchronisation around every timer and ``torch.cuda`` peak memory;
-``--compile`` wraps medsynth's network in ``torch.compile``.
+table beside it (``.md``), and prints the table.
+
+Fairness: both sides run in this one process (same environment, same ``OMP_*`` settings) at every
+thread count of ``--thread-counts`` (default 1 and all cores), set with ``torch.set_num_threads``,
+in interleaved rounds (medsynth, baseline at 1 thread, then at 2, then the next round: a change of
+machine load hits both sides). Each figure is the median of >= 5 timed repetitions (``--rounds``)
+with min and max; warm-up steps come first and are never timed. Speedups are given at each
+thread count and as the ratio of each side's best. On CUDA (``--device auto`` picks it) the same
+code runs with cudnn.benchmark, CUDA synchronisation around every timer and ``torch.cuda`` peak
+memory; ``--compile`` wraps medsynth's network in ``torch.compile``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -27,19 +33,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from ablation import Variant, time_denoise_variant, time_train_variant  # noqa: E402
-from baseline_tutorial import time_denoising_steps, time_training_steps, tutorial_unet_from_config  # noqa: E402
+from baseline_tutorial import (  # noqa: E402
+    TUTORIAL_DDIM_STEPS,
+    TutorialSampler,
+    timed,
+    tutorial_ddim_scheduler,
+    tutorial_scheduler,
+    tutorial_training_step,
+    tutorial_unet_from_config,
+)
+from fair import Task, best_threads, interleave, speedup  # noqa: E402
 from machine import (  # noqa: E402
     available_memory_gb,
     count_flops,
     load_average,
     machine_info,
+    matmul_seconds,
     peak_gflops,
     pick_device,
     torch_threads,
 )
 from medsynth_side import (  # noqa: E402
+    build_module,
     default_thread_settings,
-    resolve_threads_once,
     sampler_settings,
     time_sampling,
     time_training,
@@ -56,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="64^3 speedups only (<= 5 min on 2 CPU cores)")
+    mode.add_argument("--quick", action="store_true", help="64^3 speedups, FLOP/s and the step profile only")
     mode.add_argument(
         "--smoke", action="store_true", help="tiny shapes and step counts: checks every code path"
     )
@@ -64,12 +80,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto (CUDA if present) | cpu | cuda | cuda:N")
     parser.add_argument("--model", default=None, help="model config group (default: conf/config.yaml's)")
     parser.add_argument(
-        "--sampler", default="dpmpp", help="medsynth's fast sampler (conf/sampler/<name>.yaml)"
+        "--sampler", default=None, help="medsynth's sampler (conf/sampler/<name>.yaml; default: conf/sample.yaml's)"
     )
     parser.add_argument(
         "--sizes", type=int, nargs="*", default=None, help="cube sides (default 64; full: 32 64 128)"
     )
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument(
+        "--thread-counts",
+        type=int,
+        nargs="+",
+        default=None,
+        help="torch.set_num_threads for both sides, each timed (default: 1 and all cores)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="one thread count for both sides (= --thread-counts N)")
+    parser.add_argument("--rounds", type=int, default=None, help="timed interleaved rounds (default 5; smoke 2)")
+    parser.add_argument(
+        "--ddpm-end-to-end",
+        action="store_true",
+        help="also time one whole DDPM-1000 volume of the baseline at the smallest size (full mode: always)",
+    )
     parser.add_argument(
         "--compile", action="store_true", help="torch.compile medsynth's network (GPU; slow to compile)"
     )
@@ -91,7 +120,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 class Plan:
-    """Step counts per mode (warm-up steps are never timed)."""
+    """Repetition counts per mode (warm-up steps are never timed)."""
 
     def __init__(self, args: argparse.Namespace):
         self.smoke, self.quick = args.smoke, args.quick
@@ -100,17 +129,19 @@ class Plan:
         self.model_overrides = (
             [f"model={args.model}"] if args.model else (["model=unet_tiny"] if args.smoke else [])
         )
-        self.train_steps = 1 if args.smoke else 3  # medsynth, timed, per pass (two passes)
-        self.baseline_train_steps = 1 if not self.full else 2
-        self.denoise_steps = 1 if args.smoke else 2 if args.quick else 3
-        self.sample_repeats = 1
+        cores = os.cpu_count() or 1
+        counts = args.thread_counts or ([args.threads] if args.threads else sorted({1, cores}))
+        self.thread_counts = [int(n) for n in dict.fromkeys(counts)]
+        self.rounds = args.rounds or (2 if args.smoke else 5)
+        self.medsynth_warmup = 1 if args.smoke else 4  # first fit: bf16 oneDNN kernels are built in steps 2-4
+        self.train_steps = 1 if args.smoke else 2  # medsynth, timed per round (after 1 untimed step per fit)
+        self.ddpm_steps = 2 if args.smoke else 4  # baseline DDPM steps per round: >= 20 over 5 rounds
+        self.ddim_steps = 1  # baseline DDIM steps per round
         self.sampler_steps = 2 if args.smoke else None  # None: conf/sampler/<name>.yaml's steps
-        # medsynth's thread policy (trainer.num_threads / sample num_threads, default auto), resolved
-        # once now; the baseline keeps torch's default thread count, as a tutorial user's script would
-        train_setting, sample_setting = default_thread_settings()
-        self.train_threads = args.threads or resolve_threads_once(train_setting)
-        self.sample_threads = args.threads or resolve_threads_once(sample_setting)
-        self.thread_settings = {"train": train_setting, "sample": sample_setting}
+        self.ddpm_end_to_end = self.full or args.ddpm_end_to_end
+        # medsynth's own thread policy (trainer.num_threads / sample num_threads, default auto) is what
+        # a user gets; here it is replaced by the benchmark's thread counts, the same for both sides
+        self.thread_settings = dict(zip(("train", "sample"), default_thread_settings(), strict=True))
 
 
 def baseline_feasible(model_cfg: dict, shape: list[int], batch_size: int) -> tuple[bool, str]:
@@ -132,10 +163,16 @@ def baseline_feasible(model_cfg: dict, shape: list[int], batch_size: int) -> tup
     return True, ""
 
 
+#: peak matmul size per device type (2 n^3 FLOPs)
+PEAK_N = {"cuda": 4096, "cpu": 2048}
+
+
 def measure_size(book: RecordBook, args, plan: Plan, device: torch.device, side: int) -> dict[str, Any]:
-    """train_speedup_<side> and sample_speedup_<side>: medsynth, baseline, medsynth, back to back."""
+    """Interleaved rounds at every thread count: medsynth's training step and volume, the baseline's
+    training step, DDPM and DDIM steps, and the bf16 matmul peak; then the records."""
     shape = [side] * 3
-    config = training_config(shape, [*plan.model_overrides, f"trainer.num_threads={plan.train_threads}"])
+    # trainer.num_threads=null: the benchmark sets the thread count (torch.set_num_threads) for both sides
+    config = training_config(shape, [*plan.model_overrides, "trainer.num_threads=null"])
     model_cfg, batch = config["model"], int(config["data"]["batch_size"])
     model_name = args.model or ("unet_tiny" if args.smoke else "conf/config.yaml default (unet_small)")
     sampler = sampler_settings(args.sampler)
@@ -146,166 +183,285 @@ def measure_size(book: RecordBook, args, plan: Plan, device: torch.device, side:
         for k in ("channels", "attention_levels", "num_res_blocks", "num_head_channels", "norm_num_groups")
     }
     print(f"== {side}^3: model {model_name} {unet}, batch {batch}, load {load_average()}", flush=True)
-
-    def medsynth_train(warmup: int) -> dict[str, Any]:
-        return time_training(
-            config, shape, batch, plan.train_steps, warmup, device, compile_network=args.compile
-        )
-
-    # the first pass warms up longer: bf16 oneDNN kernels are still being created in steps 2-4
-    ms_a = medsynth_train(1 if plan.smoke else 4)
     feasible, reason = baseline_feasible(model_cfg, shape, batch)
-    base_train: list[float] = []
+
+    module = build_module(config, shape)
+    if args.compile:
+        module.network = torch.compile(module.network)
+    info: dict[str, Any] = {}
+
+    def ms_train(warmup: int) -> list[float]:
+        result = time_training(config, shape, batch, plan.train_steps, warmup, device, module=module)
+        info.update(precision=result["precision"], representation=result["representation"])
+        return result["seconds"]
+
+    def ms_volume(warm: bool) -> list[float]:
+        result = time_sampling(
+            module, sampler, device, 1, threads=torch.get_num_threads(), warmup=warm
+        )
+        info.update(sample_precision=result["precision"], sampler_name=f"{result['sampler']}-{result['steps']}")
+        return result["seconds"]
+
+    n = PEAK_N.get(device.type, 2048)
+    tasks = [
+        Task("medsynth_train", lambda _: ms_train(1), lambda _: ms_train(plan.medsynth_warmup)),
+        Task("medsynth_volume", lambda _: ms_volume(False), lambda _: ms_volume(True)),
+        Task("peak_bf16_matmul", lambda _: [matmul_seconds(device, torch.bfloat16, n)]),
+    ]
     if feasible:
         torch.manual_seed(0)
-        net = tutorial_unet_from_config(model_cfg).to(device)
+        train_net = tutorial_unet_from_config(model_cfg).to(device)
         volume = torch.rand((batch, 1, *shape), device=device) * 2 - 1
-        base_train = time_training_steps(net, volume, plan.baseline_train_steps, warmup=1)
-    ms_b = medsynth_train(1)
-    ms_seconds = ms_a["seconds"] + ms_b["seconds"]
-    ms_step = float(np.mean(ms_seconds))
-    common = {"shape": shape, "batch": batch, "model": model_name, **unet}
-    book.add(
-        f"medsynth_train_step_{side}",
-        ms_step,
-        "s/step",
-        precision=ms_a["precision"],
-        representation=ms_a["representation"],
-        runs=len(ms_seconds),
-        seconds=[round(s, 3) for s in ms_seconds],
-        compiled=args.compile,
-        threads=ms_a["threads"],
-        **common,
-    )
-    book.add(f"medsynth_train_throughput_{side}", batch / ms_step, "volumes/s")
-    if base_train:
-        base_step = float(np.mean(base_train))
-        book.add(
-            f"baseline_train_step_{side}",
-            base_step,
-            "s/step",
-            precision="32-true",
-            representation="pixel",
-            runs=len(base_train),
-            threads=torch.get_num_threads(),
-            seconds=[round(s, 3) for s in base_train],
-            **common,
-        )
-        book.add(f"baseline_train_throughput_{side}", batch / base_step, "volumes/s")
-        book.add(
-            f"train_speedup_{side}",
-            base_step / ms_step,
-            "x",
-            how="medsynth volumes/s / baseline volumes/s, same UNet and batch; medsynth timed before and after",
-        )
-    else:
-        book.add(f"train_speedup_{side}", None, "x", skipped=reason)
+        base_step = tutorial_training_step(train_net, volume)
+        sample_net = tutorial_unet_from_config(model_cfg).to(device)
+        ddpm = tutorial_scheduler()
+        ddpm.set_timesteps(num_inference_steps=BASELINE_SAMPLING_STEPS)
+        ddpm_walk = TutorialSampler(sample_net, (1, *shape), ddpm)
+        ddim_walk = TutorialSampler(sample_net, (1, *shape), tutorial_ddim_scheduler())
+        first = plan.thread_counts[0]
 
-    module = ms_b["module"]
-    samp_a = time_sampling(module, sampler, device, plan.sample_repeats, threads=plan.sample_threads)
-    base_denoise: list[float] = []
-    if feasible:
-        net = tutorial_unet_from_config(model_cfg).to(device)
-        base_denoise = time_denoising_steps(net, (1, *shape), plan.denoise_steps, warmup=1)
-    samp_b = time_sampling(module, sampler, device, plan.sample_repeats, threads=plan.sample_threads)
-    samp_seconds = samp_a["seconds"] + samp_b["seconds"]
-    ms_volume = float(np.mean(samp_seconds))
-    book.add(
-        f"medsynth_sample_volume_{side}",
-        ms_volume,
-        "s/volume",
-        sampler=f"{samp_a['sampler']}-{samp_a['steps']}",
-        precision=samp_a["precision"],
-        representation=module.representation_name,
-        runs=len(samp_seconds),
-        threads=samp_a["threads"],
-        seconds=[round(s, 3) for s in samp_seconds],
-        how="generate_volumes end to end, batch 1",
-    )
-    if base_denoise:
-        per_step = float(np.mean(base_denoise))
-        base_volume = per_step * BASELINE_SAMPLING_STEPS
+        def once(fn):  # one untimed warm-up call, at the first thread count only (the same weights after)
+            return lambda threads: fn() if threads == first else None
+
+        tasks += [
+            Task("baseline_train", lambda _: timed(base_step, 1, device), once(base_step)),
+            Task("baseline_ddpm_step", lambda _: ddpm_walk.time_steps(plan.ddpm_steps), once(ddpm_walk.step)),
+            Task("baseline_ddim_step", lambda _: ddim_walk.time_steps(plan.ddim_steps)),
+        ]
+    started = time.perf_counter()
+    series = interleave(tasks, plan.thread_counts, plan.rounds)
+    common = {"shape": shape, "batch": batch, "model": model_name, **unet}
+    fairness = {
+        "thread_counts": plan.thread_counts,
+        "rounds": plan.rounds,
+        "order": "interleaved: per round, per thread count: " + ", ".join(t.name for t in tasks),
+        "phase_wall_s": round(time.perf_counter() - started, 1),
+    }
+    record_size(book, plan, series, side, common, fairness, info, sampler, feasible, reason, n)
+    flops = medsynth_step_flops(module, batch, shape, device)
+    record_efficiency(book, plan, series, side, flops, n)
+    end_to_end = None
+    if feasible and plan.ddpm_end_to_end and side == min(plan.sizes):
+        threads = best_threads(series, "baseline_ddpm_step", plan.thread_counts)
+        with torch_threads(threads):
+            load_start = load_average()
+            end_to_end = ddpm_walk.time_volume()
+        extrapolated = float(np.median(series[("baseline_ddpm_step", threads)].values)) * BASELINE_SAMPLING_STEPS
         book.add(
-            f"baseline_sample_volume_{side}",
-            base_volume,
+            f"baseline_ddpm1000_end_to_end_{side}",
+            end_to_end,
             "s/volume",
-            sampler="ddpm-1000",
-            precision="32-true",
-            representation="pixel",
-            step_s=per_step,
-            timed_steps=len(base_denoise),
-            threads=torch.get_num_threads(),
-            how=f"mean of {len(base_denoise)} timed DDPM steps (after 1 warm-up) x {BASELINE_SAMPLING_STEPS}",
+            threads=threads,
+            load=[load_start, load_average()],
+            extrapolated_from_steps=extrapolated,
+            how="one whole DDPM-1000 volume (1000 network calls + updates), timed end to end",
         )
-        book.add(
-            f"sample_speedup_{side}",
-            base_volume / ms_volume,
-            "x",
-            how="baseline DDPM-1000 fp32 pixel s/volume / medsynth fast-sampler s/volume",
-        )
-    else:
-        book.add(f"sample_speedup_{side}", None, "x", skipped=reason)
     return {
         "config": config,
         "module": module,
         "shape": shape,
         "batch": batch,
-        "ms_step": ms_step,
-        "base_step": float(np.mean(base_train)) if base_train else None,
-        "ms_volume": ms_volume,
+        "series": series,
+        "flops": flops,
         "sampler": sampler,
+        "feasible": feasible,
+        "base_train": series.get(("baseline_train", best_threads(series, "baseline_train", plan.thread_counts)))
+        if feasible
+        else None,
     }
 
 
-def measure_flops(book: RecordBook, device: torch.device, size: dict[str, Any]) -> None:
-    """Achieved GFLOP/s of each side's training step (FlopCounterMode FLOPs / measured seconds) vs the peak."""
-    model_cfg, shape, batch = size["config"]["model"], size["shape"], size["batch"]
-    side = shape[0]
-    peak16, how16 = peak_gflops(device, torch.bfloat16)
-    peak32, how32 = peak_gflops(device, torch.float32)
-    book.add("peak_gflops_bf16", peak16, "GFLOP/s", how=how16)
-    book.add("peak_gflops_fp32", peak32, "GFLOP/s", how=how32)
-    module = size["module"]
-    latent = module.representation.latent_shape(tuple(shape))
+def record_size(book, plan, series, side, common, fairness, info, sampler, feasible, reason, n) -> None:
+    """Per thread count and at each side's best: steps, volumes, speedups (median [min-max])."""
+    counts = plan.thread_counts
 
-    def ms_step() -> None:
-        x = torch.randn((batch, *latent), device=device)
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            out = module.network.to(device)(x, torch.zeros(batch, dtype=torch.long, device=device))
-        out.float().pow(2).mean().backward()
+    def add_series(name: str, task: str, threads: int, unit: str, scale: float = 1.0, **detail: Any) -> None:
+        summary = series[(task, threads)].summary(scale)
+        book.add(name, summary.pop("median"), unit, threads=threads, **summary, **detail)
 
-    ms_flops = count_flops(ms_step)
-    book.add(
-        f"medsynth_train_gflops_{side}",
-        ms_flops / size["ms_step"] / 1e9,
-        "GFLOP/s",
-        flops_per_step=ms_flops,
-        share_of_bf16_peak=ms_flops / size["ms_step"] / 1e9 / peak16,
+    ms_detail = {"precision": info.get("precision"), "representation": info.get("representation")}
+    sample_detail = {
+        "sampler": info.get("sampler_name"),
+        "precision": info.get("sample_precision"),
+        "how": "generate_volumes end to end (noise, solver, decode), batch 1",
+    }
+    ddpm_how = (
+        f"median DDPM step (network call + O(voxels) scheduler update) x {BASELINE_SAMPLING_STEPS}: "
+        "extrapolated, every step is the same network call"
     )
-    if size["base_step"]:
-        net = tutorial_unet_from_config(model_cfg).to(device)
+    ddim_how = f"median DDIM step x {TUTORIAL_DDIM_STEPS}: extrapolated, as DDPM"
+    for threads in counts:
+        tag = f"[threads={threads}]"
+        add_series(f"medsynth_train_step_{side}{tag}", "medsynth_train", threads, "s/step", **ms_detail, **common)
+        add_series(f"medsynth_sample_volume_{side}{tag}", "medsynth_volume", threads, "s/volume", **sample_detail)
+        if not feasible:
+            continue
+        add_series(f"baseline_train_step_{side}{tag}", "baseline_train", threads, "s/step", precision="32-true")
+        add_series(f"baseline_ddpm_step_{side}{tag}", "baseline_ddpm_step", threads, "s/step")
+        add_series(f"baseline_ddim_step_{side}{tag}", "baseline_ddim_step", threads, "s/step")
+        add_speedups(book, f"{side}{tag}", series, threads, threads, fairness)
+    best = {name: best_threads(series, name, counts) for name in ("medsynth_train", "medsynth_volume")}
+    add_series(f"medsynth_train_step_{side}", "medsynth_train", best["medsynth_train"], "s/step", **ms_detail, **common)
+    book.add(f"medsynth_train_throughput_{side}", common["batch"] / float(np.median(series[("medsynth_train", best["medsynth_train"])].values)), "volumes/s")
+    add_series(f"medsynth_sample_volume_{side}", "medsynth_volume", best["medsynth_volume"], "s/volume", **sample_detail)
+    if not feasible:
+        for name in ("train_speedup", "sample_speedup", "sample_speedup_ddim250"):
+            book.add(f"{name}_{side}", None, "x", skipped=reason)
+        return
+    for name in ("baseline_train", "baseline_ddpm_step", "baseline_ddim_step"):
+        best[name] = best_threads(series, name, counts)
+    add_series(f"baseline_train_step_{side}", "baseline_train", best["baseline_train"], "s/step", precision="32-true", representation="pixel")
+    add_series(
+        f"baseline_sample_volume_{side}",
+        "baseline_ddpm_step",
+        best["baseline_ddpm_step"],
+        "s/volume",
+        BASELINE_SAMPLING_STEPS,
+        sampler=f"ddpm-{BASELINE_SAMPLING_STEPS}",
+        how=ddpm_how,
+    )
+    add_series(
+        f"baseline_ddim250_volume_{side}",
+        "baseline_ddim_step",
+        best["baseline_ddim_step"],
+        "s/volume",
+        TUTORIAL_DDIM_STEPS,
+        sampler=f"ddim-{TUTORIAL_DDIM_STEPS}",
+        how=ddim_how,
+    )
+    add_speedups(book, str(side), series, None, None, fairness, best)
 
-        def base_step() -> None:
-            x = torch.randn((batch, 1, *shape), device=device)
-            net(x, timesteps=torch.zeros(batch, dtype=torch.long, device=device)).pow(2).mean().backward()
 
-        base_flops = count_flops(base_step)
+def add_speedups(book, suffix, series, base_threads, ms_threads, fairness, best=None) -> None:
+    """train_speedup, sample_speedup (vs DDPM-1000) and sample_speedup_ddim250 at one thread count
+    (``base_threads`` = ``ms_threads``) or of each side's best (``best``)."""
+    pairs = {
+        "train_speedup": ("baseline_train", "medsynth_train", 1.0),
+        "sample_speedup": ("baseline_ddpm_step", "medsynth_volume", float(BASELINE_SAMPLING_STEPS)),
+        "sample_speedup_ddim250": ("baseline_ddim_step", "medsynth_volume", float(TUTORIAL_DDIM_STEPS)),
+    }
+    for name, (base_task, ms_task, scale) in pairs.items():
+        bt = best[base_task] if best else base_threads
+        mt = best[ms_task] if best else ms_threads
+        ratio = speedup(series[(base_task, bt)], series[(ms_task, mt)], baseline_scale=scale)
+        times = f" x {scale:.0f}" if scale != 1 else ""
         book.add(
-            f"baseline_train_gflops_{side}",
-            base_flops / size["base_step"] / 1e9,
-            "GFLOP/s",
-            flops_per_step=base_flops,
-            share_of_fp32_peak=base_flops / size["base_step"] / 1e9 / peak32,
+            f"{name}_{suffix}",
+            ratio.pop("value"),
+            "x",
+            baseline_threads=bt,
+            medsynth_threads=mt,
+            how=f"median {base_task}{times} / median {ms_task}; "
+            + ("each side at its best thread count" if best else "both sides at the same thread count"),
+            **ratio,
+            **fairness,
         )
 
 
-def measure_memory(book: RecordBook, device: torch.device, size: dict[str, Any]) -> None:
+def medsynth_step_flops(module, batch: int, shape: list[int], device: torch.device) -> int:
+    """FLOPs of one forward + backward of medsynth's network on a training batch (``FlopCounterMode``)."""
+    latent = module.representation.latent_shape(tuple(shape))
+    network = module.network.to(device)
+
+    def step() -> None:
+        x = torch.randn((batch, *latent), device=device)
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            out = network(x, torch.zeros(batch, dtype=torch.long, device=device))
+        out.float().pow(2).mean().backward()
+
+    flops = count_flops(step)
+    network.zero_grad(set_to_none=True)
+    return flops
+
+
+def record_efficiency(book, plan, series, side, flops: int, n: int) -> None:
+    """Achieved GFLOP/s of medsynth's training step (FLOPs / median s/step) against the bf16 matmul
+    peak measured in the same rounds at the same thread count (best of all its timings)."""
+    for threads in plan.thread_counts:
+        peak_s = min(series[("peak_bf16_matmul", threads)].values)
+        peak = 2.0 * n**3 / peak_s / 1e9
+        book.add(
+            f"peak_gflops_bf16[threads={threads}]",
+            peak,
+            "GFLOP/s",
+            how=f"{n}x{n} bf16 matmul, best of 4 per round, best over {plan.rounds} rounds",
+            load_by_round=series[("peak_bf16_matmul", threads)].loads,
+        )
+        step = float(np.median(series[("medsynth_train", threads)].values))
+        achieved = flops / step / 1e9
+        book.add(
+            f"medsynth_train_gflops_{side}[threads={threads}]",
+            achieved,
+            "GFLOP/s",
+            flops_per_step=flops,
+            median_step_s=step,
+            share_of_bf16_peak=achieved / peak,
+            how="FlopCounterMode FLOPs of one forward+backward / median Lightning step (optimizer, EMA, logging included)",
+        )
+    best = best_threads(series, "medsynth_train", plan.thread_counts)
+    record = book.get(f"medsynth_train_gflops_{side}[threads={best}]")
+    book.add(f"medsynth_train_gflops_{side}", record.value, "GFLOP/s", threads=best, **record.detail)
+
+
+def measure_baseline_flops(book: RecordBook, device: torch.device, size: dict[str, Any], plan: Plan) -> None:
+    """Achieved GFLOP/s of the baseline's fp32 training step (FlopCounterMode FLOPs / median s/step at its
+    best thread count) against an fp32 matmul peak measured now at that thread count."""
+    if not size["feasible"]:
+        return
+    model_cfg, shape, batch = size["config"]["model"], size["shape"], size["batch"]
+    threads = best_threads(size["series"], "baseline_train", plan.thread_counts)
+    step_s = float(np.median(size["series"][("baseline_train", threads)].values))
+    net = tutorial_unet_from_config(model_cfg).to(device)
+
+    def base_step() -> None:
+        x = torch.randn((batch, 1, *shape), device=device)
+        net(x, timesteps=torch.zeros(batch, dtype=torch.long, device=device)).pow(2).mean().backward()
+
+    flops = count_flops(base_step)
+    with torch_threads(threads):
+        peak32, how32 = peak_gflops(device, torch.float32)
+    book.add("peak_gflops_fp32", peak32, "GFLOP/s", how=how32, threads=threads, load=load_average())
+    book.add(
+        f"baseline_train_gflops_{shape[0]}",
+        flops / step_s / 1e9,
+        "GFLOP/s",
+        threads=threads,
+        flops_per_step=flops,
+        share_of_fp32_peak=flops / step_s / 1e9 / peak32,
+    )
+
+
+def measure_profile(book: RecordBook, device: torch.device, size: dict[str, Any], plan: Plan) -> None:
+    """torch.profiler of one medsynth training step at its best thread count: top ops and kinds of work."""
+    from step_profile import profile_markdown, profile_training_step
+
+    side = size["shape"][0]
+    threads = best_threads(size["series"], "medsynth_train", plan.thread_counts)
+    load_start = load_average()
+    with torch_threads(threads):
+        profile = profile_training_step(
+            size["config"], size["shape"], size["batch"], device, warmup=1 if plan.smoke else 3
+        )
+    book.add(
+        f"profile_train_step_{side}",
+        profile["total_ms"] / 1e3,
+        "s self CPU",
+        threads=threads,
+        load=[load_start, load_average()],
+        **profile,
+    )
+    book.extra_markdown.append(profile_markdown(profile))
+
+
+def measure_memory(book: RecordBook, device: torch.device, size: dict[str, Any], plan: Plan) -> None:
     from memory_probe import probe
 
     side = size["shape"][0]
     for kind in ("medsynth", "baseline"):
+        if kind == "baseline" and not size["feasible"]:
+            continue
         result = probe(
-            kind, size["config"]["model"], size["shape"], size["batch"], str(device), torch.get_num_threads()
+            kind, size["config"]["model"], size["shape"], size["batch"], str(device), max(plan.thread_counts)
         )
         key = "cuda_max_allocated_mb" if "cuda_max_allocated_mb" in result else "max_rss_mb"
         book.add(
@@ -323,19 +479,19 @@ def measure_ablation(book: RecordBook, device: torch.device, size: dict[str, Any
     """One feature at a time on the tutorial loop, then the Lightning default (already timed)."""
     model_cfg, shape, batch = size["config"]["model"], size["shape"], size["batch"]
     side = shape[0]
-    threads = torch.get_num_threads()
+    threads = max(plan.thread_counts)
     variants = [
-        Variant("baseline (fp32, pixel)"),
-        Variant("+bf16", bf16=True),
-        Variant("+wavelet (fp32)", wavelet=True),
-        Variant("+bf16 +wavelet", bf16=True, wavelet=True),
-        Variant("+bf16 +wavelet +channels_last_3d", bf16=True, wavelet=True, channels_last=True),
+        Variant(f"baseline (fp32, pixel), {threads} thread(s)", threads=threads),
+        Variant("+bf16", bf16=True, threads=threads),
+        Variant("+wavelet (fp32)", wavelet=True, threads=threads),
+        Variant("+bf16 +wavelet", bf16=True, wavelet=True, threads=threads),
+        Variant("+bf16 +wavelet +channels_last_3d", bf16=True, wavelet=True, channels_last=True, threads=threads),
     ]
-    policy = plan.train_threads if plan.train_threads != threads else max(threads - 1, 1)
-    if policy != threads:
+    fewest = min(plan.thread_counts)
+    if fewest != threads:
         variants += [
-            Variant(f"+bf16 +wavelet, {policy} thread(s)", bf16=True, wavelet=True, threads=policy),
-            Variant(f"baseline (fp32, pixel), {policy} thread(s)", threads=policy),
+            Variant(f"+bf16 +wavelet, {fewest} thread(s)", bf16=True, wavelet=True, threads=fewest),
+            Variant(f"baseline (fp32, pixel), {fewest} thread(s)", threads=fewest),
         ]
     if plan.smoke:  # the code path, not the table: two variants
         variants = [variants[0], variants[3]]
@@ -364,8 +520,6 @@ def measure_ablation(book: RecordBook, device: torch.device, size: dict[str, Any
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     warnings.filterwarnings("ignore")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     plan = Plan(args)
     device = pick_device(args.device)
     book = RecordBook(args.out)
@@ -377,9 +531,10 @@ def main(argv: list[str] | None = None) -> int:
         "",
         mode=mode,
         **machine_info(device),
-        medsynth_threads_train=plan.train_threads,
-        medsynth_threads_sample=plan.sample_threads,
-        thread_settings=plan.thread_settings,
+        thread_counts=plan.thread_counts,
+        rounds=plan.rounds,
+        medsynth_thread_settings=plan.thread_settings,
+        omp_env={k: v for k, v in os.environ.items() if k.startswith(("OMP_", "KMP_", "MKL_", "GOMP_"))},
     )
     if args.quality_only:
         run_quality(book, args)
@@ -388,24 +543,22 @@ def main(argv: list[str] | None = None) -> int:
     for side in plan.sizes:
         sizes[side] = measure_size(book, args, plan, device, side)
     main_size = sizes.get(64) or next(iter(sizes.values()))
+    measure_profile(book, device, main_size, plan)
     if not plan.quick:
-        measure_flops(book, device, main_size)
-        measure_memory(book, device, main_size)
+        measure_baseline_flops(book, device, main_size, plan)
+        measure_memory(book, device, main_size, plan)
         measure_ablation(book, device, main_size, plan)
         from pipeline import brain_dataset, data_wait_share
 
         work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="medsynth-bench-"))
         side = main_size["shape"][0]
         root = brain_dataset(work, 6 if plan.smoke else 12, [side] * 3)
+        threads = best_threads(main_size["series"], "medsynth_train", plan.thread_counts)
         for cache in ("memory",) if plan.smoke else ("memory", "none"):
-            overrides = [
-                *plan.model_overrides,
-                f"data.cache={cache}",
-                f"trainer.num_threads={plan.train_threads}",
-            ]
+            overrides = [*plan.model_overrides, f"data.cache={cache}", f"trainer.num_threads={threads}"]
             with torch_threads(None):
                 wait = data_wait_share(root, 3 if plan.smoke else 8, overrides, device.type)
-            book.add(f"data_wait_share_{side}[cache={cache}]", wait.pop("share"), "fraction", **wait)
+            book.add(f"data_wait_share_{side}[cache={cache}]", wait.pop("share"), "fraction", threads=threads, **wait)
         if plan.full and not args.no_quality:
             run_quality(book, args)
     return finish(book, args, started)
@@ -416,7 +569,8 @@ def run_quality(book: RecordBook, args: argparse.Namespace) -> None:
     from pipeline import quality_check
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="medsynth-bench-"))
-    quality = quality_check(work, args.quality_steps, args.quality_samples, args.sampler)
+    fast = args.sampler or sampler_settings()["name"]  # conf/sample.yaml's default
+    quality = quality_check(work, args.quality_steps, args.quality_samples, fast)
     book.add("frd_d2_fast", quality.pop("frd_d2_fast"), "d^2", sampler=quality["fast_sampler"])
     book.add("frd_d2_ddpm1000", quality.pop("frd_d2_ddpm1000"), "d^2", sampler="ddpm-1000")
     book.add("frd_d2_real_halves", quality.pop("frd_d2_real_halves"), "d^2", what="two halves of the training set")

@@ -11,9 +11,11 @@ cases with Playwright + Debian chromium at 1280x720:
 - ``submit_to_next_ms``: Enter (submit) to the next case interactive (its volume decoded and drawn,
   the Streamlit script idle), wall clock in the test driver; median over cases;
 - ``bytes_per_case``: WebSocket bytes the browser received from the submit of the previous case
-  (or sign-in) until the case is interactive; median over cases (every case, the first included).
+  (or sign-in) until the case is interactive; median, min and max over cases (every case, the first
+  included): the viewer message is the same length for every case of a study (``message_bytes``,
+  fixed with the study's ``coding`` by ``viewer_payload.viewer_settings``), the rest is Streamlit's.
 
-    .venv/bin/python benchmarks/viewer_speed.py --out viewer.json            # 64, 128, 256 (~3-6 min)
+    .venv/bin/python benchmarks/viewer_speed.py --out viewer.json            # 64, 128, 256, 11 cases each
     .venv/bin/python benchmarks/viewer_speed.py --grids 128 --cases 6 --events 60
 
 Figures depend on the machine and its load: the load average is recorded with them.
@@ -59,10 +61,11 @@ def make_study(workdir: Path, grid: int, cases: int, port: int):
     service = StudyService(url)
     questions = load_questions(ROOT / "conf/study_questions/default.yaml")
     half = cases // 2
-    service.create_study(
+    study_id = service.create_study(
         "speed", files[:half], files[half:], questions, OmegaConf.to_container(cfg.render), repeat_fraction=0.0
     )
-    return cfg, service.add_reader("speed", "reader")
+    viewer = service.settle_viewer(study_id)["viewer"]  # as `study create` does: coding and message length
+    return cfg, service.add_reader("speed", "reader"), viewer
 
 
 def _events(page, send, n: int, rate: float) -> list[float]:
@@ -80,7 +83,7 @@ def run_grid(browser, grid: int, cases: int, events: int, rate: float) -> dict:
 
     with tempfile.TemporaryDirectory(prefix=f"viewer{grid}-") as tmp:
         workdir = Path(tmp)
-        cfg, token = make_study(workdir, grid, cases, free_port())
+        cfg, token, viewer = make_study(workdir, grid, cases, free_port())
         with LocalStudyServer(cfg, workdir) as base:
             page = browser.new_context(viewport={"width": 1280, "height": 720}).new_page()
             received = [0]
@@ -122,7 +125,10 @@ def run_grid(browser, grid: int, cases: int, events: int, rate: float) -> dict:
         "wheel_ms": _percentiles(wheel),
         "key_ms": _percentiles(key),
         "submit_to_next_ms": _percentiles(submit),
-        "bytes_per_case": {"median": float(np.median(sizes)), "max": int(max(sizes)), "n": len(sizes)},
+        "bytes_per_case": {"median": float(np.median(sizes)), "min": int(min(sizes)), "max": int(max(sizes)),
+                           "n": len(sizes)},  # fmt: skip
+        "message_bytes": int(viewer["message_bytes"]),
+        "coding": viewer["coding"],
         "decode_ms": _percentiles(decode),
     }
 
@@ -130,7 +136,8 @@ def run_grid(browser, grid: int, cases: int, events: int, rate: float) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grids", type=int, nargs="+", default=[64, 128, 256])
-    parser.add_argument("--cases", type=int, default=4, help="showings per grid (half real, half synthetic)")
+    parser.add_argument("--cases", type=int, default=11, help="showings per grid (half real, half synthetic; "
+                        "every one but the last is submitted and timed)")
     parser.add_argument("--events", type=int, default=40, help="wheel events and key presses per case")
     parser.add_argument("--rate", type=float, default=30.0, help="events per second")
     parser.add_argument("--out", type=Path, default=None)
@@ -154,15 +161,16 @@ def main(argv=None) -> int:
             results.append(result)
             print(json.dumps(result), flush=True)
         browser.close()
-    print("\n| grid | wheel median / p95 (ms) | key median / p95 (ms) | submit->next median (ms) | "
-          "bytes per case (median) | load (1 min) |")  # fmt: skip
-    print("|---|---|---|---|---|---|")
+    print("\n| grid | wheel median / p95 (ms) | key median / p95 (ms) | submit->next median (ms, n) | "
+          "bytes per case (median, min..max) | coding | load (1 min) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
     for r in results:
         print(
             f"| {r['grid']}^3 | {r['wheel_ms']['median']:.1f} / {r['wheel_ms']['p95']:.1f} | "
             f"{r['key_ms']['median']:.1f} / {r['key_ms']['p95']:.1f} | "
-            f"{r['submit_to_next_ms']['median']:.0f} | {r['bytes_per_case']['median'] / 1e6:.2f} MB | "
-            f"{r['loadavg_before'][0]} |"
+            f"{r['submit_to_next_ms']['median']:.0f} ({r['submit_to_next_ms']['n']}) | "
+            f"{r['bytes_per_case']['median'] / 1e6:.3f} MB ({r['bytes_per_case']['min'] / 1e6:.3f}.."
+            f"{r['bytes_per_case']['max'] / 1e6:.3f}) | {r['coding']} | {r['loadavg_before'][0]} |"
         )
     if args.out:
         tmp = args.out.with_suffix(args.out.suffix + ".tmp")

@@ -1,8 +1,10 @@
 """A tiny run of benchmarks/run.py (16^3, unet_tiny, 1-2 steps) so the benchmark cannot rot.
 
-Every code path of the full mode except the FRD quality check runs (speedups, GFLOP/s, peak
-memory in child processes, ablation, data-wait share on a real VolumeDataModule); the figures
-are machine- and load-dependent and are not asserted, only that they exist and are finite.
+Every code path of the full mode except the FRD quality check runs (interleaved rounds at 1 and 2
+threads, speedups vs DDPM-1000 and DDIM-250 at each thread count and of the bests, GFLOP/s against
+the bf16 peak, the step profile, peak memory in child processes, ablation, data-wait share on a
+real VolumeDataModule); the figures are machine- and load-dependent and are not asserted, only
+that they exist, are finite and are consistent with the raw timings they come from.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ def test_benchmark_smoke_run_writes_records_and_table(tmp_path: Path) -> None:
             str(out),
             "--workdir",
             str(tmp_path / "work"),
+            "--thread-counts",
+            "1",
+            "2",
         ],
         cwd=ROOT,
         capture_output=True,
@@ -39,25 +44,92 @@ def test_benchmark_smoke_run_writes_records_and_table(tmp_path: Path) -> None:
     for record in records:
         assert set(record) == {"name", "value", "unit", "detail"}
     by_name = {r["name"]: r for r in records}
-    for name in (
-        "train_speedup_16",
-        "sample_speedup_16",
-        "medsynth_train_step_16",
-        "baseline_train_step_16",
-        "medsynth_sample_volume_16",
+    names = [
+        f"{kind}_16{tag}"
+        for tag in ("", "[threads=1]", "[threads=2]")
+        for kind in (
+            "train_speedup",
+            "sample_speedup",
+            "sample_speedup_ddim250",
+            "medsynth_train_step",
+            "baseline_train_step",
+            "medsynth_sample_volume",
+            "medsynth_train_gflops",
+        )
+    ]
+    names += [
         "baseline_sample_volume_16",
-        "medsynth_train_gflops_16",
+        "baseline_ddim250_volume_16",
+        "baseline_ddpm_step_16[threads=1]",
+        "baseline_ddim_step_16[threads=2]",
+        "peak_gflops_bf16[threads=1]",
+        "profile_train_step_16",
         "medsynth_train_peak_memory_16",
         "baseline_train_peak_memory_16",
         "data_wait_share_16[cache=memory]",
         "benchmark_wall_time",
-    ):
+    ]
+    for name in names:
         assert name in by_name, f"missing record {name}"
         value = by_name[name]["value"]
         assert value is not None and math.isfinite(value) and value > 0, (name, value)
     assert 0.0 <= by_name["data_wait_share_16[cache=memory]"]["value"] < 1.0
     assert any(name.startswith("ablation_train_16[") for name in by_name)
     assert by_name["medsynth_train_step_16"]["detail"]["precision"] in ("bf16-mixed", "32-true", "16-mixed")
+
+    # each figure is the median of its raw timings (2 rounds x steps per round), with min and max
+    ddpm = by_name["baseline_ddpm_step_16[threads=1]"]["detail"]
+    raw = [s for block in ddpm["seconds_by_round"] for s in block]
+    assert len(raw) == ddpm["runs"] == 4 and len(ddpm["load_by_round"]) == 2
+    assert ddpm["min"] <= by_name["baseline_ddpm_step_16[threads=1]"]["value"] <= ddpm["max"]
+    # the best of each side is its fastest thread count; the headline speedup is the ratio of the bests
+    ms_best = by_name["medsynth_train_step_16"]
+    assert ms_best["value"] == min(by_name[f"medsynth_train_step_16[threads={n}]"]["value"] for n in (1, 2))
+    base_best = by_name["baseline_train_step_16"]
+    headline = by_name["train_speedup_16"]
+    assert headline["detail"]["medsynth_threads"] == ms_best["detail"]["threads"]
+    assert math.isclose(headline["value"], base_best["value"] / ms_best["value"], rel_tol=1e-9)
+    assert headline["detail"]["round_min"] <= headline["detail"]["round_max"]
+    # DDPM-1000 and DDIM-250 are the step medians x 1000 and x 250
+    ddpm_threads = by_name["baseline_sample_volume_16"]["detail"]["threads"]
+    step = by_name[f"baseline_ddpm_step_16[threads={ddpm_threads}]"]["value"]
+    assert math.isclose(by_name["baseline_sample_volume_16"]["value"], 1000 * step, rel_tol=1e-9)
+    ddim_threads = by_name["baseline_ddim250_volume_16"]["detail"]["threads"]
+    step = by_name[f"baseline_ddim_step_16[threads={ddim_threads}]"]["value"]
+    assert math.isclose(by_name["baseline_ddim250_volume_16"]["value"], 250 * step, rel_tol=1e-9)
+    # the efficiency figure uses the peak measured at the same thread count
+    gflops = by_name["medsynth_train_gflops_16[threads=1]"]
+    peak = by_name["peak_gflops_bf16[threads=1]"]["value"]
+    assert math.isclose(gflops["detail"]["share_of_bf16_peak"], gflops["value"] / peak, rel_tol=1e-9)
+    profile = by_name["profile_train_step_16"]["detail"]
+    assert profile["top"] and math.isclose(sum(profile["by_kind"].values()), 1.0, abs_tol=0.01)
+    assert {"conv3d", "optimizer / EMA / grad norm"} <= set(profile["by_kind"])
+
     table = out.with_suffix(".md").read_text()
     assert table.startswith("| name | value | unit | detail |")
     assert "train_speedup_16" in table and "train_speedup_16" in result.stdout
+    assert "| kind of work | share of self CPU time |" in table
+
+
+def test_fair_interleave_order_and_speedup_spread() -> None:
+    """The round-robin order is A1 B1 A2 B2 per round, and the speedup's spread comes from paired rounds."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from fair import Task, interleave, speedup
+
+    calls: list[tuple[str, int]] = []
+    seconds = {"A": iter([1.0, 2.0, 3.0, 4.0]), "B": iter([10.0, 10.0, 30.0, 40.0])}
+
+    def runner(name: str):
+        def run(threads: int) -> list[float]:
+            calls.append((name, threads))
+            return [next(seconds[name])]
+
+        return run
+
+    series = interleave(
+        [Task("A", runner("A")), Task("B", runner("B"))], thread_counts=[1, 2], rounds=2, log=lambda _: None
+    )
+    assert calls == [("A", 1), ("B", 1), ("A", 2), ("B", 2)] * 2
+    assert series[("A", 1)].values == [1.0, 3.0] and series[("B", 2)].values == [10.0, 40.0]
+    ratio = speedup(series[("B", 1)], series[("A", 1)])  # B at 1 thread: 10, 30; A: 1, 3
+    assert ratio["value"] == 20.0 / 2.0 and ratio["per_round"] == [10.0, 10.0]

@@ -83,6 +83,37 @@ def test_a_clean_study_passes_and_the_audit_command_reports_both_groups(sets, tm
     assert stored["n_showings"] == 16 + 2 and stored["leaks"] == []
 
 
+def test_viewer_messages_of_smooth_and_noisy_sets_have_one_size_and_no_signal(sets, tmp_path):
+    """Real phantoms against noisy copies (which compress far worse): every viewer message of the
+    study has the same length, so the audit's viewer channel sees nothing."""
+    from medsynth.study.rendering import load_display_volume
+    from medsynth.study.viewer_payload import build_payload
+
+    rng = np.random.default_rng(9)
+    noisy = tmp_path / "noisy"
+    noisy.mkdir()
+    for path in sorted((sets / "clean").glob("*.nii.gz")):
+        image = nib.load(str(path))
+        data = image.get_fdata(dtype=np.float32)
+        nib.save(nib.Nifti1Image(data + rng.normal(0, 150, data.shape).astype(np.float32), image.affine),
+                 str(noisy / path.name))  # fmt: skip
+    write_fingerprint(noisy, FINGERPRINT | {"shape": [16, 16, 16]})
+    db = tmp_path / "s.db"
+    assert _create(sets, noisy, db, "allow_leaks=true") == 0
+    with study_db.read_session(StudyService(str(db)).factory) as s:
+        study = s.scalar(select(Study))
+        render, result = study.render, study.audit
+        cases = [(c.source_path, c.is_synthetic) for c in study.cases]
+    smallest = {0: [], 1: []}
+    for path, synthetic in cases:
+        payload = build_payload(load_display_volume(path, [16] * 3), (1, 1, 1), render, "mr")
+        smallest[int(synthetic)].append(payload.smallest_message())
+        assert len(payload.message(0, render["viewer"]["message_bytes"])) == render["viewer"]["message_bytes"]
+    assert max(smallest[0]) < min(smallest[1])  # unpadded, the size alone would tell every case
+    viewer = result["channels"]["viewer_payload_bytes"]
+    assert viewer["auc"] == 0.5 and viewer["effect"] == 0.0 and "viewer_payload_bytes" not in result["leaks"]
+
+
 def test_channels_are_a_registry_others_can_extend(sets, tmp_path):
     @study_audit.channel("test_voxel_count", group="format")
     def _count(case):

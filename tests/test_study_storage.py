@@ -29,7 +29,7 @@ from medsynth.study.service import AuthError, PermissionDenied, ReaderSession, S
 from medsynth.study.testing import TemporaryPostgres, find_postgres_bin
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 QUESTIONS = load_questions(ROOT / "conf/study_questions/default.yaml")
 RENDER = {
     "grid": [16, 16, 16],

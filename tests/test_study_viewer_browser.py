@@ -12,6 +12,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from omegaconf import OmegaConf
 from sqlalchemy import select
@@ -24,6 +25,7 @@ from medsynth.study.models import Answer, Reader
 from medsynth.study.questions import load_questions
 from medsynth.study.service import StudyService
 from medsynth.study.testing import free_port
+from medsynth.study.viewer_payload import quantise
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,8 +168,12 @@ def test_reading_tools_redraw_the_planes(server, browser):
 
 
 def test_layout_fits_1280x720_with_accessible_contrast(server, browser):
-    base, tokens, _ = server
+    base, tokens, service = server
     page = _signed_in_reader(browser, base, tokens["kim"])
+    # lossless: the stack chromium inflated (DecompressionStream) and decoded is the server's, bit for bit
+    shown = page.evaluate("() => Array.from(window.__medsynthViewer.current.vol)")
+    expected = quantise(service.display_volume(service.login(tokens["kim"]), 0), 4096)[0]
+    assert np.array_equal(np.asarray(shown, dtype=np.uint16).reshape(expected.shape), expected)
     button = page.get_by_role("button", name="Submit and next case")
     box = button.bounding_box()
     assert box["y"] + box["height"] <= 720, "Submit is below the fold at 1280x720"

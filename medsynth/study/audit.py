@@ -406,6 +406,7 @@ def audit_study(service, study_name: str, settings: Mapping, progress: bool = Fa
             ).all()
         )  # fmt: skip
         render, secret, fraction, study_id = dict(study.render), study.secret, study.repeat_fraction, study.id
+    render = service.settle_viewer(study_id, progress)  # the viewer's message length, as readers get it
     data = AuditInput([c.source_path for c in cases], [int(c.is_synthetic) for c in cases])
     if rows:
         data.showings = [

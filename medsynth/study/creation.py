@@ -1,6 +1,7 @@
 """``study create`` from a config: find and check the volumes, draw the study secret, sample the
-cases with it, store the study, then audit its blinding (refusing a leaky study unless
-``allow_leaks=true``).
+cases with it, fix the viewer's coding and message length over them (one length for every case),
+audit the study's blinding (refusing a leaky study unless ``allow_leaks=true``), store the study and
+its cases coded for the viewer.
 
 Used by ``medsynth study create`` and ``medsynth study demo`` (both import this module; neither
 imports the other). The steps are separate functions so further checks hook in before
@@ -121,6 +122,7 @@ def create_from_config(
     from medsynth.study.assignment import new_study_secret, sample_balanced, secret_seed, storage_order
     from medsynth.study.questions import load_questions
     from medsynth.study.service import StudyService
+    from medsynth.study.viewer_payload import viewer_settings
 
     questions = load_questions(questions_path(str(cfg.questions)))
     render = render_settings(cfg)
@@ -131,17 +133,20 @@ def create_from_config(
     pick_real, pick_syn = sample_balanced(real, synthetic, int(n_cases), secret_seed(secret, "cases"))
     models, checkpoint = synthetic_provenance(Path(synthetic_dir))
     check_cases(pick_real + pick_syn, render, progress)
+    render["viewer"] = viewer_settings(pick_real + pick_syn, render, modality, progress)  # before the audit sees it
     entries = [(p, 0) for p in pick_real] + [(p, 1) for p in pick_syn]
     stored = [entries[i] for i in storage_order(len(entries), secret)]
     result = audit_planned(cfg, stored, render, secret, progress)
     service = StudyService(str(cfg.db))
-    return service.create_study(
+    study_id = service.create_study(
         name=str(cfg.study), real_files=pick_real, synthetic_files=pick_syn, questions=questions,
         render=render, seed=int(cfg.seed), repeat_fraction=float(cfg.repeat_fraction),
         allow_back=bool(cfg.allow_back), model=cfg.model, checkpoint=cfg.checkpoint or checkpoint,
         models={k: v for k, v in models.items() if k in {str(Path(p).resolve()) for p in pick_syn}},
         secret=secret, modality=modality, audit=result,
     )  # fmt: skip
+    service.settle_viewer(study_id, progress)  # every case coded once for the viewer, stored
+    return study_id
 
 
 def audit_planned(

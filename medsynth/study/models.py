@@ -13,11 +13,13 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -77,6 +79,19 @@ class Case(Base):
     checkpoint: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     study: Mapped[Study] = relationship(back_populates="cases")
+
+
+class ViewerStream(Base):
+    """One case coded for the browser viewer once (:mod:`medsynth.study.viewer_payload`): the
+    header without the showing, the zlib stream up to its sync flush and its Adler-32. Serving a case
+    reads this row and pads the stream to the study's ``render.viewer.message_bytes``."""
+
+    __tablename__ = "viewer_stream"
+
+    case_id: Mapped[int] = mapped_column(ForeignKey("study_case.id", ondelete="CASCADE"), primary_key=True)
+    header: Mapped[dict] = mapped_column(JSON)
+    deflated: Mapped[bytes] = mapped_column(LargeBinary)
+    adler: Mapped[int] = mapped_column(BigInteger)
 
 
 class Reader(Base):

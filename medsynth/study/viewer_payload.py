@@ -11,25 +11,34 @@ Encoding (the notation of ``viewer.js``):
     v          display volume (X, Y, Z) float32, RAS, in the study's intensity units
     lo, hi     its minimum and maximum
     L          quantisation levels (``render.viewer.levels``, e.g. 4096 = 12 bit)
-    q          round((v - lo) / (hi - lo) * (L - 1)): integer stack units, C order over (X, Y, Z)
-    bits       8 (L <= 256), 12 (L <= 4096: two voxels in three bytes) or 16 (little-endian)
-    message    uint32 header length, JSON header (space-padded), the packed stack; binary, no base64
+    q          round((v - lo) / (hi - lo) * (L - 1)): integer stack units, (X, Y, Z)
+    coding     ``planes``: w = q; ``diff3d``: w = zigzag(Dx Dy Dz q), the 3D difference (Lorenzo
+               predictor; its inverse is a cumulative sum along Z, Y and X), zigzag(d) = 2d or -2d-1
+    coded      the 16-bit words w in C order as two byte planes: all low bytes, then all high bytes
+    stream     zlib (RFC 1950) of ``coded``, ended by stored blocks of zeros so that the message is
+               exactly ``M`` bytes (``render.viewer.message_bytes``); the browser inflates it with its
+               built-in ``DecompressionStream("deflate")`` and reads the first 2 X Y Z bytes
+    message    uint32 header length, JSON header (space-padded), the stream; binary, no base64
+
+Every message of a study has the same length M: a compressed length depends on the image (a smooth
+case compresses better than a noisy one) and ``medsynth study audit`` (channel
+``viewer_payload_bytes``) refuses such a side channel. M and the coding are fixed for the whole
+study when it is created (:func:`viewer_settings`: the coding whose largest case is smallest, M that
+case's length; or M from the config, refusing a case that does not fit) and stored in its render
+settings; each case is coded once then and stored (``models.ViewerStream``), so serving a case is a
+read of its stored stream padded to M, whatever the image.
 
 Windows are sent in stack units only (level and width of q), so no intensity in source units reaches
 the browser; L = 4096 levels over the case's range is a step of 1/4095 of that range, below any
-window a reader can set (and exact for integer CT values spanning up to 4096 HU). The stack is not
-compressed: a compressed length depends on the image (a smooth case compresses better than a noisy
-one) and ``medsynth study audit`` (channel ``viewer_payload_bytes``) refuses such a side channel, so
-every case of a study sends exactly the same number of bytes. Why by hand: no library packs a volume
-for a browser canvas viewer.
+window a reader can set (and exact for integer CT values spanning up to 4096 HU). Why by hand: no
+library packs a volume for a browser canvas viewer; the deflate itself is zlib's.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import struct
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +46,20 @@ from typing import Any
 
 import numpy as np
 
+from medsynth.errors import ConfigError
 from medsynth.study.administration import MODALITIES
 from medsynth.study.audit import CaseRender, channel
 from medsynth.study.rendering import Window, auto_window
 
 HEADER_BLOCK = 1024  # bytes: the message header is space-padded to a multiple of this
+CODINGS = ("planes", "diff3d")
+_STORED_MAX = 65535  # bytes of data in one deflate stored block (RFC 1951, 3.2.4)
+_STORED_OVERHEAD = 5  # its header: 1 byte BFINAL/BTYPE, LEN and NLEN (2 bytes each)
+_TRAILER = 4  # zlib's Adler-32
+
+
+class PayloadTooLarge(ValueError):
+    """A case's message does not fit the study's ``render.viewer.message_bytes``."""
 
 
 @dataclass(frozen=True)
@@ -59,13 +77,16 @@ class ViewerPayload:
     """One case for the browser viewer.
 
     ``shape`` is (X, Y, Z) in RAS order; ``spacing`` the display voxel size in mm per axis (the
-    study grid over the prepared field of view); ``stack`` the encoded volume (module docstring).
+    study grid over the prepared field of view); ``deflated`` the zlib stream of the coded stack up
+    to a byte-aligned (sync) flush, not yet finished; ``adler`` the Adler-32 of the coded bytes.
     """
 
     shape: tuple[int, int, int]
     spacing: tuple[float, float, float]
     levels: int
-    stack: bytes
+    coding: str
+    deflated: bytes
+    adler: int
     presets: tuple[WindowPreset, ...]
     default_preset: str
 
@@ -76,21 +97,76 @@ class ViewerPayload:
             "shape": list(self.shape),
             "spacing": [round(float(s), 4) for s in self.spacing],
             "levels": self.levels,
-            "bits": stack_bits(self.levels),
+            "coding": self.coding,
             "presets": [p.__dict__ for p in self.presets],
             "default_preset": self.default_preset,
         }
 
-    def message(self, showing: int) -> bytes:
-        """What the component receives (binary, no base64): header length (uint32 little-endian),
-        the header as UTF-8 JSON space-padded to a multiple of ``HEADER_BLOCK`` bytes, the stack."""
+    def record(self) -> tuple[dict[str, Any], bytes, int]:
+        """What a study stores per case (``models.ViewerStream``): header without the showing,
+        the unfinished stream and its Adler-32."""
+        header = self.header(0)
+        del header["showing"]
+        return header, self.deflated, self.adler
+
+    @classmethod
+    def from_record(cls, header: Mapping[str, Any], deflated: bytes, adler: int) -> ViewerPayload:
+        """Inverse of :meth:`record`."""
+        return cls(
+            shape=tuple(int(s) for s in header["shape"]), spacing=tuple(float(s) for s in header["spacing"]),
+            levels=int(header["levels"]), coding=str(header["coding"]), deflated=bytes(deflated),
+            adler=int(adler), presets=tuple(WindowPreset(**p) for p in header["presets"]),
+            default_preset=str(header["default_preset"]),
+        )  # fmt: skip
+
+    def _head(self, showing: int) -> bytes:
         header = json.dumps(self.header(showing)).encode("utf-8")
         header += b" " * (-len(header) % HEADER_BLOCK)  # numbers vary in length: so does not the message
-        return struct.pack("<I", len(header)) + header + self.stack
+        return struct.pack("<I", len(header)) + header
+
+    def smallest_message(self) -> int:
+        """Bytes of the shortest message this case can be sent in (its stream closed at once)."""
+        return len(self._head(0)) + len(self.deflated) + _STORED_OVERHEAD + _TRAILER
+
+    def message(self, showing: int, size: int | None = None) -> bytes:
+        """What the component receives (binary, no base64): header length (uint32 little-endian),
+        the header as UTF-8 JSON space-padded to a multiple of ``HEADER_BLOCK`` bytes, the zlib
+        stream, padded so that the message is exactly ``size`` bytes (default: the smallest).
+
+        Raises:
+            PayloadTooLarge: the case needs more than ``size`` bytes.
+        """
+        head = self._head(showing)
+        size = self.smallest_message() if size is None else int(size)
+        return head + finish_stream(self.deflated, self.adler, size - len(head))
+
+
+def finish_stream(deflated: bytes, adler: int, size: int) -> bytes:
+    """Close a sync-flushed zlib stream so that it is exactly ``size`` bytes: stored blocks of zeros
+    (the last one final), then the Adler-32 of everything the stream inflates to.
+
+    Raises:
+        PayloadTooLarge: ``size`` is below the stream's length plus one stored block and the trailer.
+    """
+    fill = int(size) - len(deflated) - _TRAILER
+    if fill < _STORED_OVERHEAD:
+        raise PayloadTooLarge(f"needs {len(deflated) + _STORED_OVERHEAD + _TRAILER} bytes, has {size}")
+    parts = [deflated]
+    while True:
+        rest = fill - _STORED_OVERHEAD
+        final = rest <= _STORED_MAX
+        length = rest if final else min(_STORED_MAX, rest - _STORED_OVERHEAD)  # leave room for one more block
+        parts.append(struct.pack("<BHH", int(final), length, length ^ 0xFFFF) + bytes(length))
+        adler = zlib.adler32(bytes(length), adler)
+        fill -= _STORED_OVERHEAD + length
+        if final:
+            break
+    parts.append(struct.pack(">I", adler))
+    return b"".join(parts)
 
 
 def parse_message(message: bytes) -> tuple[dict[str, Any], bytes]:
-    """Inverse of :meth:`ViewerPayload.message` (what ``viewer.js`` does): (header, stack)."""
+    """Inverse of :meth:`ViewerPayload.message` (what ``viewer.js`` does): (header, stream)."""
     (length,) = struct.unpack_from("<I", message)
     header = json.loads(message[4 : 4 + length].decode("utf-8"))
     return header, message[4 + length :]
@@ -106,37 +182,55 @@ def quantise(volume: np.ndarray, levels: int) -> tuple[np.ndarray, float, float]
     return np.rint(scaled).astype(np.uint16), lo, hi
 
 
-def stack_bits(levels: int) -> int:
-    return 8 if levels <= 256 else 12 if levels <= 4096 else 16
+def check_coding(coding: str, levels: int) -> None:
+    """Raises ConfigError for an unknown coding, or ``diff3d`` with more than 8192 levels (its
+    zigzagged differences, up to 8 (L - 1), must fit 16 bits)."""
+    if coding not in CODINGS:
+        raise ConfigError("render.viewer.coding", f"must be auto or one of {', '.join(CODINGS)}, got '{coding}'")
+    if coding == "diff3d" and int(levels) > 8192:
+        raise ConfigError("render.viewer.coding", f"diff3d needs render.viewer.levels <= 8192, got {levels}")
 
 
-def encode_stack(stack: np.ndarray, levels: int) -> bytes:
-    """uint16 (X, Y, Z) in 0..levels-1 -> packed bytes (C order): 8, 12 or 16 bits per voxel."""
-    flat = np.ascontiguousarray(stack, dtype=np.uint16).ravel()
-    bits = stack_bits(levels)
-    if bits == 8:
-        return flat.astype(np.uint8).tobytes()
-    if bits == 16:
-        return flat.astype("<u2").tobytes()
-    pairs = np.concatenate([flat, np.zeros(flat.size % 2, np.uint16)]).reshape(-1, 2)
-    a, b = pairs[:, 0], pairs[:, 1]
-    packed = np.stack([a & 0xFF, (a >> 8) | ((b & 0x0F) << 4), b >> 4], axis=1).astype(np.uint8)
-    return packed.tobytes()
+def encode_stack(stack: np.ndarray, coding: str) -> bytes:
+    """uint16 (X, Y, Z) stack -> coded bytes (module docstring): 16-bit words as two byte planes."""
+    if coding == "diff3d":
+        d = np.asarray(stack, dtype=np.int32)
+        for axis in range(3):
+            d = np.diff(d, axis=axis, prepend=0)
+        words = ((d << 1) ^ (d >> 31)).astype(np.uint16)  # zigzag: 0, -1, 1, -2 -> 0, 1, 2, 3
+    elif coding == "planes":
+        words = np.asarray(stack, dtype=np.uint16)
+    else:
+        raise ValueError(f"unknown coding '{coding}'")
+    data = np.ascontiguousarray(words, dtype="<u2").view(np.uint8).reshape(-1, 2)
+    return np.ascontiguousarray(data.T).tobytes()
 
 
-def decode_stack(blob: bytes, shape: Sequence[int], levels: int) -> np.ndarray:
-    """Inverse of :func:`encode_stack` (what ``viewer.js`` does in the browser)."""
+def decode_stack(coded: bytes, shape: Sequence[int], coding: str) -> np.ndarray:
+    """Inverse of :func:`encode_stack` (what ``viewer.js`` does in the browser); bytes beyond the
+    two planes (the stream's zero padding) are ignored."""
     shape = tuple(int(s) for s in shape)
     n = int(np.prod(shape))
-    bits = stack_bits(levels)
-    if bits == 8:
-        return np.frombuffer(blob, np.uint8).astype(np.uint16).reshape(shape)
-    if bits == 16:
-        return np.frombuffer(blob, "<u2").astype(np.uint16).reshape(shape)
-    packed = np.frombuffer(blob, np.uint8).reshape(-1, 3).astype(np.uint16)
-    a = packed[:, 0] | ((packed[:, 1] & 0x0F) << 8)
-    b = (packed[:, 1] >> 4) | (packed[:, 2] << 4)
-    return np.stack([a, b], axis=1).ravel()[:n].reshape(shape)
+    planes = np.frombuffer(coded, np.uint8, count=2 * n).reshape(2, n).astype(np.int32)
+    words = planes[0] | (planes[1] << 8)
+    if coding == "planes":
+        return words.astype(np.uint16).reshape(shape)
+    q = ((words >> 1) ^ -(words & 1)).reshape(shape)
+    for axis in (2, 1, 0):
+        q = np.cumsum(q, axis=axis, dtype=np.int32)
+    return q.astype(np.uint16)
+
+
+def deflate(coded: bytes, level: int) -> tuple[bytes, int]:
+    """zlib stream of ``coded`` up to a sync flush (byte-aligned, not final), and its Adler-32."""
+    compressor = zlib.compressobj(int(level))
+    return compressor.compress(coded) + compressor.flush(zlib.Z_SYNC_FLUSH), zlib.adler32(coded)
+
+
+def inflate(message: bytes) -> tuple[dict[str, Any], np.ndarray]:
+    """A message back to (header, uint16 stack (X, Y, Z)): what the browser does, with zlib."""
+    header, stream = parse_message(message)
+    return header, decode_stack(zlib.decompress(stream), header["shape"], header["coding"])
 
 
 def to_stack_window(window: Window, lo: float, hi: float, levels: int) -> tuple[float, float]:
@@ -169,9 +263,13 @@ def window_presets(volume: np.ndarray, render: Mapping, modality: str) -> list[t
 def build_payload(
     volume: np.ndarray, spacing: Sequence[float], render: Mapping, modality: str = "mr"
 ) -> ViewerPayload:
-    """Encode a display volume (X, Y, Z) and the modality's presets for the viewer."""
+    """Encode a display volume (X, Y, Z) and the modality's presets for the viewer, with the
+    study's coding (``render.viewer.coding``; ``planes`` while it is still ``auto``)."""
     viewer = render.get("viewer", {}) or {}
     levels = int(viewer.get("levels", 4096))
+    coding = str(viewer.get("coding") or "auto")
+    coding = "planes" if coding == "auto" else coding
+    check_coding(coding, levels)
     stack, lo, hi = quantise(volume, levels)
     presets = tuple(
         WindowPreset(name, label, *to_stack_window(window, lo, hi, levels))
@@ -179,40 +277,71 @@ def build_payload(
     )
     names = [p.name for p in presets]
     default = str(render.get("default_preset", "auto"))
+    deflated, adler = deflate(encode_stack(stack, coding), int(viewer.get("deflate_level", 6)))
     return ViewerPayload(
         shape=tuple(int(s) for s in volume.shape),
         spacing=tuple(float(s) for s in spacing),
         levels=levels,
-        stack=encode_stack(stack, levels),
+        coding=coding,
+        deflated=deflated,
+        adler=adler,
         presets=presets,
         default_preset=default if default in names else names[0],
     )
 
 
-@functools.lru_cache(maxsize=8)
-def _cached_payload(volume_ref: _Ref, spacing: tuple, render_key: str, modality: str) -> ViewerPayload:
-    return build_payload(volume_ref.volume, spacing, json.loads(render_key), modality)
+def settled(render: Mapping) -> bool:
+    """Whether a study's viewer coding and message length are fixed (:func:`viewer_settings`)."""
+    viewer = render.get("viewer", {}) or {}
+    return viewer.get("coding") in CODINGS and viewer.get("message_bytes") is not None
 
 
-class _Ref:
-    """Hashable by digest only, so the lru cache does not hash the array itself."""
+def viewer_settings(paths: Sequence[str], render: Mapping, modality: str, progress: bool = False) -> dict:
+    """Fix a study's viewer coding and message length over its cases; returns ``render.viewer``
+    with ``coding`` and ``message_bytes`` set.
 
-    def __init__(self, volume: np.ndarray, digest: str):
-        self.volume, self.digest = volume, digest
+    ``coding: auto`` tries every coding and keeps the one whose largest message is smallest (the
+    coding is the same for every case, so it tells nothing about one). ``message_bytes: null``
+    becomes that largest message; a number is kept as a cap that every case must fit.
 
-    def __hash__(self) -> int:
-        return hash(self.digest)
+    Raises:
+        ConfigError: a case does not fit ``render.viewer.message_bytes``, or a bad coding.
+        InputFileError: a case does not load.
+    """
+    from rich.progress import track
 
-    def __eq__(self, other) -> bool:
-        return isinstance(other, _Ref) and other.digest == self.digest
+    from medsynth.study.rendering import load_display_volume
 
-
-def cached_payload(volume: np.ndarray, spacing: Sequence[float], render: Mapping, modality: str) -> ViewerPayload:
-    """:func:`build_payload`, cached by the volume's content (and the settings)."""
-    digest = hashlib.blake2b(np.ascontiguousarray(volume).data, digest_size=16).hexdigest()
-    key = json.dumps(dict(render), sort_keys=True, default=str)
-    spacing = tuple(round(float(s), 6) for s in spacing)
-    return _cached_payload(_Ref(volume, digest), spacing, key, modality)
+    viewer = dict(render.get("viewer", {}) or {})
+    levels = int(viewer.get("levels", 4096))
+    if not 1 <= int(viewer.get("deflate_level", 6)) <= 9:
+        raise ConfigError("render.viewer.deflate_level", f"must be in 1..9, got {viewer.get('deflate_level')}")
+    if viewer.get("message_bytes") is not None and int(viewer["message_bytes"]) <= 0:
+        raise ConfigError("render.viewer.message_bytes", f"must be a positive number or null, got {viewer['message_bytes']}")
+    wanted = str(viewer.get("coding") or "auto")
+    candidates = [c for c in CODINGS if wanted != "auto" or c != "diff3d" or levels <= 8192]
+    if wanted != "auto":
+        check_coding(wanted, levels)
+        candidates = [wanted]
+    grid = [int(g) for g in render["grid"]]
+    rescale = render.get("rescale_from_unit")
+    largest = {c: (0, "") for c in candidates}
+    for path in track(list(paths), description="coding cases for the viewer", disable=not progress, transient=True):
+        volume = load_display_volume(path, grid, rescale)
+        spacing = display_spacing(path, grid)
+        for coding in candidates:
+            trial = {**render, "viewer": {**viewer, "coding": coding}}
+            size = build_payload(volume, spacing, trial, modality).smallest_message()
+            largest[coding] = max(largest[coding], (size, str(path)))
+    coding = min(candidates, key=lambda c: largest[c][0])
+    needed, path = largest[coding]
+    cap = viewer.get("message_bytes")
+    if cap is not None and needed > int(cap):
+        raise ConfigError(
+            "render.viewer.message_bytes", f"{int(cap)} bytes is too small: {path} needs {needed} with coding "
+            f"{coding} (raise it, or leave it null to use the largest case's size)"
+        )  # fmt: skip
+    return {**viewer, "coding": coding, "message_bytes": int(cap) if cap is not None else needed}
 
 
 def display_spacing(path: str | Path, grid: Sequence[int]) -> tuple[float, float, float]:
@@ -249,7 +378,9 @@ def study_modality(modality: str | None, render: dict) -> str:
 
 @channel("viewer_payload_bytes", group="format")
 def _viewer_payload_bytes(case: CaseRender) -> dict[str, float]:
-    """Blinding audit channel: the bytes the browser viewer receives for a case (its whole message),
-    as ``medsynth study audit`` sees every case."""
+    """Blinding audit channel: the bytes the browser viewer receives for a case (its whole message,
+    padded to the study's ``render.viewer.message_bytes`` once that is fixed), as ``medsynth study
+    audit`` sees every case."""
     payload = build_payload(case.volume, (1.0, 1.0, 1.0), case.render, study_modality(None, case.render))
-    return {"bytes": float(len(payload.message(0)))}
+    size = (case.render.get("viewer") or {}).get("message_bytes")
+    return {"bytes": float(len(payload.message(0, size)))}

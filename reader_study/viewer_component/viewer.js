@@ -27,29 +27,39 @@ const stats = (window.medsynthViewerStats = window.medsynthViewerStats || { fram
 // frames: input event -> its slice drawn (ms); shown: -> the following frame (drawn slice on screen)
 
 // The message (medsynth/study/viewer_payload.py ViewerPayload.message): header length (uint32 LE),
-// the header as UTF-8 JSON, the packed stack (8, 12 or 16 bits per voxel, C order over X, Y, Z).
+// the header as UTF-8 JSON, then a zlib stream of the coded stack (every message of a study has the
+// same length: the stream ends in stored blocks of zeros, which inflate past the stack and are ignored).
 function parseMessage(bytes) {
   const length = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(0, true);
   const header = JSON.parse(new TextDecoder().decode(bytes.subarray(4, 4 + length)));
-  return { header, stack: bytes.subarray(4 + length) };
+  return { header, stream: bytes.subarray(4 + length) };
 }
 
-function decodeStack(header, packed) {
+// Inflate with the browser's own DecompressionStream, then undo the coding (viewer_payload.py):
+// two byte planes (low bytes, then high bytes) of 16-bit words w; "planes": q = w; "diff3d":
+// w = zigzag(Dx Dy Dz q), so q = cumulative sums of unzigzag(w) along Z, then Y, then X.
+async function decodeStack(header, stream) {
   const t0 = performance.now();
   const [nx, ny, nz] = header.shape;
   const n = nx * ny * nz;
+  const inflated = new Response(new Blob([stream]).stream().pipeThrough(new DecompressionStream("deflate")));
+  const coded = new Uint8Array(await inflated.arrayBuffer());
+  if (coded.length < 2 * n) throw new Error("the case's data is incomplete");
   const vol = new Uint16Array(n);
-  if (header.bits === 8) vol.set(packed.subarray(0, n));
-  else if (header.bits === 16) {
-    const view = new DataView(packed.buffer, packed.byteOffset, packed.byteLength);
-    for (let i = 0; i < n; i++) vol[i] = view.getUint16(2 * i, true);
-  } else {  // 12 bit: voxels 2k and 2k+1 in bytes 3k..3k+2
-    for (let i = 0, j = 0; i < n; i += 2, j += 3) {
-      const b1 = packed[j + 1];
-      vol[i] = packed[j] | ((b1 & 0x0f) << 8);
-      if (i + 1 < n) vol[i + 1] = (b1 >> 4) | (packed[j + 2] << 4);
+  if (header.coding === "planes") {
+    for (let i = 0; i < n; i++) vol[i] = coded[i] | (coded[n + i] << 8);
+  } else if (header.coding === "diff3d") {
+    const q = new Int32Array(n);
+    for (let i = 0; i < n; i++) {
+      const w = coded[i] | (coded[n + i] << 8);
+      q[i] = (w >>> 1) ^ -(w & 1);
     }
-  }
+    const sy = nz, sx = ny * nz;
+    for (let i = 0; i < n; i++) if (i % nz) q[i] += q[i - 1];  // along Z
+    for (let i = 0; i < n; i++) if (Math.floor(i / sy) % ny) q[i] += q[i - sy];  // along Y
+    for (let i = sx; i < n; i++) q[i] += q[i - sx];  // along X
+    vol.set(q);
+  } else throw new Error(`unknown coding ${header.coding}`);
   stats.decodeMs.push(performance.now() - t0);
   return vol;
 }
@@ -463,7 +473,7 @@ shared.onKey = onDocumentKey;
 export default function (component) {
   const { parentElement } = component;
   if (!(component.data instanceof Uint8Array)) return;
-  const { header: data, stack } = parseMessage(component.data);
+  const { header: data, stream } = parseMessage(component.data);
   let root = parentElement.querySelector(".msv-root");
   if (root && root.dataset.showing === String(data.showing) && shared.current && shared.current.root === root) return;
   if (!root) {
@@ -473,9 +483,9 @@ export default function (component) {
   root.dataset.showing = String(data.showing);
   root.textContent = "Loading the case…";
   root.classList.add("msv-root");
-  const token = `${data.showing}:${stack.length}`;
+  const token = `${data.showing}:${stream.length}`;
   const cached = volumes.get(token);
-  const ready = Promise.resolve(cached || decodeStack(data, stack));
+  const ready = cached ? Promise.resolve(cached) : decodeStack(data, stream);
   ready.then((vol) => {
     volumes.set(token, vol);
     while (volumes.size > 2) volumes.delete(volumes.keys().next().value);
