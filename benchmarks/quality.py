@@ -8,7 +8,7 @@ process's user + system CPU seconds, all threads, <= 2 x 60 x B for a budget of 
 idle cores"; ``OMP_WAIT_POLICY=PASSIVE`` so spin-waiting under contention is not charged):
 
 * ``ms<B>``: ``medsynth train experiment=demo`` (the README's CPU recipe at 32^3, 2 threads, no
-  previews) with ``trainer.max_steps`` calibrated so the cosine schedule ends at the budget; the
+  previews and no best_quality scoring: the budget goes to training; ``last.ckpt`` is sampled) with ``trainer.max_steps`` calibrated so the cosine schedule ends at the budget; the
   budget stops it in any case. The smallest budget's run also saves snapshots at ``--snapshots``
   minutes (a snapshot mid-cosine is a lower bound of what a run with that budget would give).
   Sampled with conf/sample.yaml's default sampler.
@@ -183,7 +183,8 @@ def train_medsynth(out: Path, name: str, data: Path, budget_min: float, max_step
     snaps = ",".join(str(int(m * 120)) for m in snapshots_min)
     cmd = medsynth(
         "train", "experiment=demo", f"data.root={data}", "trainer.num_threads=2", f"trainer.max_steps={max_steps}",
-        "callbacks.preview=null", "callbacks.progress=none", "logger=none", f"hydra.run.dir={run_dir}",
+        "callbacks.preview=null", "callbacks.quality=null", "callbacks.progress=none", "logger=none",
+        f"hydra.run.dir={run_dir}",
         "+callbacks.cpu_budget._target_=cpu_budget.CpuBudget", f"+callbacks.cpu_budget.budget_s={budget_min * 120}",
         f"+callbacks.cpu_budget.snapshots_s=[{snaps}]", f"+callbacks.cpu_budget.out_dir={run_dir / 'snapshots'}",
         f"+callbacks.cpu_budget.log_path={run_dir / 'cpu_log.csv'}", *s.train_args, *extra,
