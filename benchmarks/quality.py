@@ -13,7 +13,7 @@ idle cores"; ``OMP_WAIT_POLICY=PASSIVE`` so spin-waiting under contention is not
   minutes (a snapshot mid-cosine is a lower bound of what a run with that budget would give).
   Sampled with conf/sample.yaml's default sampler.
 * ``--arm NAME:key=value,...``: a variant of the smallest-budget medsynth run with extra Hydra
-  overrides (e.g. ``--arm lowband:model.wavelet_scaling=lowband``).
+  overrides (e.g. ``--arm uniform:model.wavelet_scaling=uniform``).
 * ``tut<B>``: the MONAI 3d_ddpm tutorial configuration (``benchmarks/quality_tutorial.py``),
   constant LR, so its state at every smaller budget is a snapshot of the same run. Sampled with the
   tutorial's own sampler (``--tutorial-sampler``/``--tutorial-steps``/``--tutorial-n``: DDPM-1000
@@ -146,6 +146,8 @@ def cpu_per_step(path: Path) -> float:
     with path.open() as handle:
         rows = list(csv.DictReader(handle))
     a, b = rows[len(rows) // 3], rows[-1]
+    if int(b["step"]) == int(a["step"]):  # one logged step: its cost includes the process start
+        return float(b["cpu_s"]) / int(b["step"])
     return (float(b["cpu_s"]) - float(a["cpu_s"])) / (int(b["step"]) - int(a["step"]))
 
 
@@ -347,17 +349,17 @@ def main(argv: list[str] | None = None) -> int:
         book.add(f"train_cpu_s[tut{_tag(s.tutorial_budget_min)}]", summary["cpu_s"], "CPU s",
                  budget_cpu_s=s.tutorial_budget_min * 120, **summary)
         book.add("tutorial_cpu_s_per_step", cpu_per_step(tut_dir / "cpu_log.csv"), "CPU s/step", batch=s.tutorial_batch)
-        ckpts = [(f"tut@{int(c.stem[5:-1]) / 120:g}min", c) for c in sorted(tut_dir.glob("snap_*s.pt"))]
+        snaps = sorted(tut_dir.glob("snap_*s.pt"), key=lambda c: int(c.stem[5:-1]))
+        ckpts = [(f"tut@{int(c.stem[5:-1]) / 120:g}min", c) for c in snaps]
         ckpts.append((f"tut{_tag(s.tutorial_budget_min)}", tut_dir / "final.pt"))
+        if s.tutorial_n < n:  # the floor at the tutorial's N: the first tutorial_n volumes of R2 against H
+            floor_small = evaluate(out, f"floor_n{s.tutorial_n}", data["heldout"],
+                                   _subset(out, data["real2"], s.tutorial_n), s)
+            add_scores(book, f"floor_n{s.tutorial_n}", floor_small, n=s.tutorial_n)
         for arm, ckpt in ckpts:
             folder = sample_tutorial(out, arm, ckpt, data["train"], s)
             timing = json.loads((folder / "timing.json").read_text())
             book.add(f"tutorial_sample_cpu_s_per_volume[{arm}]", timing["cpu_s_per_volume"], "CPU s", **timing)
-            floor_small = floor
-            if s.tutorial_n < n:  # the floor at the same N: the first tutorial_n volumes of R2
-                floor_small = evaluate(out, f"floor_n{s.tutorial_n}", data["heldout"],
-                                       _subset(out, data["real2"], s.tutorial_n), s)
-                add_scores(book, f"floor_n{s.tutorial_n}", floor_small, n=s.tutorial_n)
             add_scores(book, arm, evaluate(out, arm, data["heldout"], folder, s), n=s.tutorial_n,
                        sampler=f"{s.tutorial_sampler}-{timing['steps']}", train_steps=timing["train_step"])
 
