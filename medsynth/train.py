@@ -50,7 +50,7 @@ def check_config(cfg: DictConfig) -> None:
     """Validate what can be checked before loading data (one :class:`ConfigError` per problem)."""
     from medsynth.config_schema import validate_config
     from medsynth.models.losses import LOSSES, PREDICTION_TYPES, SCHEDULES
-    from medsynth.models.representation import REPRESENTATIONS
+    from medsynth.models.representation import REPRESENTATIONS, WAVELET_SCALINGS
 
     validate_config(cfg, CONFIG_NAME)  # typed schema (ConfigStore medsynth_schema/config), sweeps too
 
@@ -67,6 +67,7 @@ def check_config(cfg: DictConfig) -> None:
             "model.representation", f"unknown '{representation}' (choose from auto, pixel, wavelet)"
         )
     for key, allowed in (
+        ("model.wavelet_scaling", WAVELET_SCALINGS),
         ("diffusion.prediction_type", PREDICTION_TYPES),
         ("diffusion.schedule", SCHEDULES),
         ("diffusion.loss", LOSSES),

@@ -1,7 +1,8 @@
 """The reader's viewer: axial, coronal and sagittal planes of one case, sliced in the browser.
 
 The server sends the case once (``medsynth.study.viewer_payload``: the study's display volume,
-lossless, windows in stack units, no header fields) to a canvas component
+lossless and deflated, the same number of bytes for every case of a study, windows in stack units,
+no header fields) to a canvas component
 (``viewer_component/viewer.js``, Streamlit components v2, no iframe) that does the rest: linked
 crosshair, wheel/arrow-key slicing, zoom, pan, drag windowing, presets fitting the study's
 modality, orientation labels, physical aspect and one plane full size. Nothing is fetched at run
@@ -28,8 +29,8 @@ COMPONENT = st.components.v2.component(
 
 
 def render(service: StudyService, session: ReaderSession, position: int) -> None:
-    """Mount the viewer on a reachable showing, then warm the next showing's payload on the server
-    (in the background: the reader reads for seconds, Submit then finds the next case ready)."""
+    """Mount the viewer on a reachable showing, then make sure the next showing's coded stream is
+    stored on the server (in the background: only a study made before streams existed lacks it)."""
     COMPONENT(key=f"viewer_{position}", data=service.viewer_payload(session, position))
     started = f"prefetched_{position}"
     if not st.session_state.get(started):

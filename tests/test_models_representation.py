@@ -1,18 +1,26 @@
-"""Representations (pixel, wavelet), the conditioned UNet's null condition, EMA and min-SNR."""
+"""Representations (pixel, wavelet and its scalings), the conditioned UNet's null condition, EMA and min-SNR."""
+
+import math
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from medsynth.errors import ConfigError
 from medsynth.models.ema import WarmupEMA, build_ema
 from medsynth.models.losses import min_snr_weight
 from medsynth.models.networks import ConditionedUNet
+from medsynth.models.paired import build_paired_representation
 from medsynth.models.representation import (
+    HAAR_GAIN,
     PixelRepresentation,
     WaveletRepresentation,
     build_representation,
     default_representation_name,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = {
     "spatial_dims": 3,
@@ -40,6 +48,79 @@ def test_wavelet_round_trip_is_exact_and_bands_stay_in_unit_range():
     assert torch.allclose(coefficients[:, :1], mean, atol=1e-6)
     extreme = torch.ones(1, 1, 4, 4, 4)
     assert torch.allclose(rep.encode(extreme)[:, 0], torch.ones(1, 2, 2, 2), atol=1e-6)
+
+
+@pytest.mark.parametrize("scaling", ["uniform", "lowband"])
+def test_wavelet_scalings_round_trip_and_stay_inside_their_clip_bounds(scaling):
+    torch.manual_seed(1)
+    volume = torch.rand(2, 1, 8, 10, 12, dtype=torch.float64) * 2 - 1
+    rep = WaveletRepresentation(scaling)
+    coefficients = rep.encode(volume)
+    low, high = rep.clip_bounds()
+    assert low.shape == high.shape == (8,)
+    assert torch.all(coefficients <= high.view(1, 8, 1, 1, 1) + 1e-9)
+    assert torch.all(coefficients >= low.view(1, 8, 1, 1, 1) - 1e-9)
+    assert torch.allclose(rep.decode(coefficients), volume, atol=1e-12)
+    single = WaveletRepresentation(scaling).encode(volume.float())  # float32 path as in training
+    assert torch.allclose(rep.decode(single).double(), volume, atol=1e-6)
+
+
+def test_lowband_rescales_only_the_low_band_and_its_bounds_are_tight():
+    """lowband = uniform with the 7 detail bands multiplied back by 2*sqrt(2) (their orthonormal scale);
+    the bounds are reached: a constant +1 volume fills the low band, a 3D checkerboard the ddd band."""
+    torch.manual_seed(2)
+    volume = torch.rand(1, 1, 8, 8, 8, dtype=torch.float64) * 2 - 1
+    uniform, lowband = WaveletRepresentation("uniform"), WaveletRepresentation("lowband")
+    a, b = uniform.encode(volume), lowband.encode(volume)
+    assert torch.allclose(b[:, 0], a[:, 0])
+    assert torch.allclose(b[:, 1:], a[:, 1:] * HAAR_GAIN)
+    low, high = lowband.clip_bounds()
+    assert torch.allclose(high, torch.tensor([1.0] + [2 * math.sqrt(2)] * 7, dtype=torch.float64))
+    assert torch.equal(low, -high)
+    assert torch.equal(uniform.clip_bounds()[1], torch.ones(8, dtype=torch.float64))
+    i, j, k = torch.meshgrid(*[torch.arange(4)] * 3, indexing="ij")
+    checkerboard = ((-1.0) ** (i + j + k)).double()[None, None]
+    ddd = lowband.encode(checkerboard)[:, 7]
+    assert torch.allclose(ddd.abs(), torch.full_like(ddd, HAAR_GAIN))
+    assert torch.allclose(lowband.encode(torch.ones(1, 1, 4, 4, 4))[:, 0], torch.ones(1, 2, 2, 2))
+
+
+def test_clip_bounds_of_pixel_and_paired_representations():
+    assert [b.tolist() for b in PixelRepresentation().clip_bounds()] == [[-1.0], [1.0]]
+    paired = build_paired_representation("wavelet", 3, "lowband")  # image + 3 label channels
+    low, high = paired.clip_bounds()
+    assert high.shape == (32,)
+    assert torch.equal(high, WaveletRepresentation("lowband").clip_bounds()[1].repeat(4))
+    assert torch.equal(low, -high)
+    assert build_paired_representation("wavelet", 0, "lowband").scaling == "lowband"
+    with pytest.raises(ConfigError, match="model.wavelet_scaling"):
+        build_representation("wavelet", "highband")
+    with pytest.raises(ConfigError, match="model.wavelet_scaling"):
+        build_representation("pixel", "highband")
+
+
+@pytest.mark.parametrize("scaling", ["uniform", "lowband"])
+def test_checkpoint_metadata_records_the_scaling_and_old_checkpoints_load_as_uniform(scaling):
+    from medsynth.models.diffusion_module import DiffusionModule, bundle_from_metadata
+
+    model = yaml.safe_load((ROOT / "conf/model/unet_tiny.yaml").read_text())
+    assert model["wavelet_scaling"] == "lowband"  # the shipped default (conf/model/*.yaml)
+    model.update(representation="wavelet", wavelet_scaling=scaling)
+    diffusion = yaml.safe_load((ROOT / "conf/diffusion/ddpm.yaml").read_text())
+    affine = torch.eye(4).tolist()
+    module = DiffusionModule(
+        {"model": model, "diffusion": diffusion, "optim": {}, "trainer": {}, "seed": 0},
+        geometry={"shape": [16, 16, 16], "spacing": [1.0, 1.0, 1.0], "affine": affine, "label_classes": 2},
+    )
+    assert module.representation.base.scaling == scaling
+    meta = module.sampling_metadata()
+    assert meta["wavelet_scaling"] == scaling
+    bundle = bundle_from_metadata(meta, module.network, "", "", used_ema=False)
+    assert bundle.representation.base.scaling == scaling
+    assert bundle.representation.clip_bounds()[1].shape == (24,)
+    del meta["wavelet_scaling"]  # a checkpoint written before the key existed
+    old = bundle_from_metadata(meta, module.network, "", "", used_ema=False)
+    assert old.representation.base.scaling == "uniform"
 
 
 def test_wavelet_rejects_odd_sizes_and_pixel_is_identity():

@@ -34,6 +34,7 @@ def _error_line(capsys, args, run_dir):
         (["data.root=/nonexistent/prepared"], "data.root: /nonexistent/prepared does not exist"),
         (["experiment=nope"], "experiment"),
         (["diffusion.prediction_type=noise"], "diffusion.prediction_type: unknown 'noise'"),
+        (["model.wavelet_scaling=highband"], "model.wavelet_scaling: unknown 'highband'"),
         (["model.norm_num_groups=5"], "model.norm_num_groups"),
         (["data.shape=[17,16,16]"], "data.shape: [17, 16, 16] is not divisible by 2"),
         (["model.representation=wavelet", "data.shape=[18,18,18]"], "is not divisible by 4"),

@@ -33,6 +33,11 @@ class Representation(Protocol):
         """(C, d, h, w) of the diffused tensor for an image of (D, H, W) voxels."""
         ...
 
+    def clip_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(low, high), each (C,) float64: the range of each diffused channel for volumes in [-1, 1]
+        (what ``clip_sample`` clamps x0 to)."""
+        ...
+
 
 @dataclass
 class DiffusionSettings:

@@ -43,7 +43,7 @@ from medsynth.models.paired import (
     build_paired_representation,
     split_condition,
 )
-from medsynth.models.representation import default_representation_name
+from medsynth.models.representation import LEGACY_WAVELET_SCALING, default_representation_name
 from medsynth.models.schedules import warmup_cosine
 
 #: version of the ``checkpoint["medsynth"]`` layout
@@ -94,7 +94,10 @@ class DiffusionModule(pl.LightningModule):
             model_cfg["representation"], self.image_shape, int(model_cfg["auto_wavelet_min_side"])
         )
         self.label_classes = int(geometry.get("label_classes", 0))  # paired image + label model when > 0
-        self.representation = build_paired_representation(self.representation_name, self.label_classes)
+        self.wavelet_scaling = str(model_cfg.get("wavelet_scaling", LEGACY_WAVELET_SCALING))
+        self.representation = build_paired_representation(
+            self.representation_name, self.label_classes, self.wavelet_scaling
+        )
         self.label_mode = str(geometry.get("label_mode", "joint"))
         if self.label_mode not in LABEL_MODES:
             raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {self.label_mode!r}")
@@ -262,6 +265,7 @@ class DiffusionModule(pl.LightningModule):
         return {
             "format": CHECKPOINT_FORMAT,
             "representation": self.representation_name,
+            "wavelet_scaling": self.wavelet_scaling,  # absent in older checkpoints: LEGACY_WAVELET_SCALING
             "diffusion": asdict(self.diffusion),
             "conditioning": asdict(self.conditioning),
             "geometry": {
@@ -313,7 +317,10 @@ def bundle_from_metadata(
     return SamplingBundle(
         network=network,
         representation=build_generation_representation(
-            meta["representation"], int(geometry.get("label_classes", 0)), str(geometry.get("label_mode", "joint"))
+            meta["representation"],
+            int(geometry.get("label_classes", 0)),
+            str(geometry.get("label_mode", "joint")),
+            str(meta.get("wavelet_scaling", LEGACY_WAVELET_SCALING)),
         ),
         diffusion=DiffusionSettings(**meta["diffusion"]),
         conditioning=ConditioningSpec(**meta["conditioning"]),

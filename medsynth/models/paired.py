@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from medsynth.models.representation import build_representation
+from medsynth.models.representation import LEGACY_WAVELET_SCALING, build_representation
 
 
 class ChannelwiseRepresentation:
@@ -56,10 +56,16 @@ class ChannelwiseRepresentation:
         c, *spatial = self.base.latent_shape(image_shape)
         return (c * self.channels, *spatial)
 
+    def clip_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(low, high), each (C * c,): the base representation's bounds repeated per volume channel."""
+        low, high = self.base.clip_bounds()
+        return low.repeat(self.channels), high.repeat(self.channels)
 
-def build_paired_representation(name: str, label_classes: int = 0):
-    """The ``name`` representation; with ``label_classes`` K > 0, one over 1 + K channels."""
-    base = build_representation(name)
+
+def build_paired_representation(name: str, label_classes: int = 0, wavelet_scaling: str = LEGACY_WAVELET_SCALING):
+    """The ``name`` representation (``wavelet_scaling``: see :mod:`medsynth.models.representation`);
+    with ``label_classes`` K > 0, one over 1 + K channels."""
+    base = build_representation(name, wavelet_scaling)
     return ChannelwiseRepresentation(base, 1 + int(label_classes)) if int(label_classes) > 0 else base
 
 
@@ -67,9 +73,11 @@ def build_paired_representation(name: str, label_classes: int = 0):
 LABEL_MODES = ("joint", "condition")
 
 
-def build_generation_representation(name: str, label_classes: int = 0, label_mode: str = "joint"):
+def build_generation_representation(
+    name: str, label_classes: int = 0, label_mode: str = "joint", wavelet_scaling: str = LEGACY_WAVELET_SCALING
+):
     """The representation of what the sampler generates: 1 + K channels (joint) or the image alone (condition)."""
-    return build_paired_representation(name, label_classes if label_mode == "joint" else 0)
+    return build_paired_representation(name, label_classes if label_mode == "joint" else 0, wavelet_scaling)
 
 
 def split_condition(coefficients: torch.Tensor, label_classes: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -196,7 +196,7 @@ def iter_generate(
                     out = uncond + guidance * (out - uncond)
             return out
 
-        denoise = make_denoiser(model, bundle.diffusion, solver.grid)
+        denoise = make_denoiser(model, bundle.diffusion, solver.grid, bundle.representation.clip_bounds())
         with torch.inference_mode():
             x = x_init
             for x in solver.run(denoise, x_init, noise):  # noqa: B007 (x: the last step's output)

@@ -297,12 +297,17 @@ def build_sampler(
 
 
 def make_denoiser(
-    model: Callable[[torch.Tensor, int], torch.Tensor], settings: DiffusionSettings, grid: NoiseGrid
+    model: Callable[[torch.Tensor, int], torch.Tensor],
+    settings: DiffusionSettings,
+    grid: NoiseGrid,
+    clip_bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> DenoiseFn:
     """``denoise(x, i)``: the network ``model(x float32, t)`` at grid point i, as float64 (x0, eps).
 
-    With ``settings.clip_sample`` x0 is clamped to [-1, 1] and eps recomputed from it (as MONAI's
-    DDPM/DDIM schedulers do), which keeps few-step samplers inside the data range.
+    With ``settings.clip_sample`` x0 is clamped to ``clip_bounds`` = (low, high), each (C,) per
+    channel of x (the representation's :meth:`clip_bounds`; None: [-1, 1] for every channel), and eps
+    recomputed from it (as MONAI's DDPM/DDIM schedulers do), which keeps few-step samplers inside
+    the data range.
     """
     process = NoiseProcess(settings)
 
@@ -311,7 +316,12 @@ def make_denoiser(
         out = model(x.float(), grid.timesteps[i]).double()
         x0, eps = process.denoised(out, x, a, s)
         if settings.clip_sample:
-            x0 = x0.clamp(-1.0, 1.0)
+            if clip_bounds is None:
+                x0 = x0.clamp(-1.0, 1.0)
+            else:
+                shape = (1, -1) + (1,) * (x0.ndim - 2)
+                low, high = (b.to(x0.device, x0.dtype).view(shape) for b in clip_bounds)
+                x0 = x0.clamp(low, high)
             eps = (x - a * x0) / s
         return x0, eps
 

@@ -319,8 +319,9 @@ def viewer_settings(paths: Sequence[str], render: Mapping, modality: str, progre
     if viewer.get("message_bytes") is not None and int(viewer["message_bytes"]) <= 0:
         raise ConfigError("render.viewer.message_bytes", f"must be a positive number or null, got {viewer['message_bytes']}")
     wanted = str(viewer.get("coding") or "auto")
-    candidates = [c for c in CODINGS if wanted != "auto" or c != "diff3d" or levels <= 8192]
-    if wanted != "auto":
+    if wanted == "auto":
+        candidates = [c for c in CODINGS if c != "diff3d" or levels <= 8192]
+    else:
         check_coding(wanted, levels)
         candidates = [wanted]
     grid = [int(g) for g in render["grid"]]
