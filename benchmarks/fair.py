@@ -59,9 +59,14 @@ def summarize(values: Sequence[float], scale: float = 1.0) -> dict[str, Any]:
 
 
 def interleave(
-    tasks: Sequence[Task], thread_counts: Sequence[int], rounds: int, log: Callable[[str], None] = print
+    tasks: Sequence[Task],
+    thread_counts: Sequence[int],
+    rounds: int,
+    log: Callable[[str], None] = print,
+    on_round: Callable[[dict[tuple[str, int], Series]], None] | None = None,
 ) -> dict[tuple[str, int], Series]:
-    """Warm up every task at every thread count, then run ``rounds`` timed rounds, interleaved."""
+    """Warm up every task at every thread count, then run ``rounds`` timed rounds, interleaved;
+    ``on_round(series)`` after each round (to save what was measured so far)."""
     for threads in thread_counts:
         for task in tasks:
             if task.warmup is not None:
@@ -79,6 +84,8 @@ def interleave(
                 entry.loads.append([start_load, load_average()])
                 shown = ", ".join(f"{s:.3g}" for s in seconds)
                 log(f"  round {r + 1}/{rounds}, {threads} thread(s), {task.name}: {shown} s (load {start_load})")
+        if on_round is not None:
+            on_round(series)
     return series
 
 

@@ -37,6 +37,11 @@ class RecordBook:
             self.write(self.out)
         return record
 
+    def replace(self, name: str, value: float | None, unit: str, **detail: Any) -> Record:
+        """Like :meth:`add`, but drop an earlier record of the same name first (progress records)."""
+        self.records = [r for r in self.records if r.name != name]
+        return self.add(name, value, unit, **detail)
+
     def get(self, name: str) -> Record | None:
         return next((r for r in self.records if r.name == name), None)
 

@@ -229,7 +229,15 @@ def measure_size(book: RecordBook, args, plan: Plan, device: torch.device, side:
             Task("baseline_ddim_step", lambda _: ddim_walk.time_steps(plan.ddim_steps)),
         ]
     started = time.perf_counter()
-    series = interleave(tasks, plan.thread_counts, plan.rounds)
+    def save_progress(done: dict) -> None:  # an interrupted run keeps its complete rounds
+        book.replace(
+            f"rounds_done_{side}",
+            len(next(iter(done.values())).rounds),
+            "rounds",
+            series={f"{task}[threads={n}]": entry.summary() for (task, n), entry in done.items()},
+        )
+
+    series = interleave(tasks, plan.thread_counts, plan.rounds, on_round=save_progress)
     common = {"shape": shape, "batch": batch, "model": model_name, **unet}
     fairness = {
         "thread_counts": plan.thread_counts,

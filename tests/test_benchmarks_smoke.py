@@ -101,6 +101,10 @@ def test_benchmark_smoke_run_writes_records_and_table(tmp_path: Path) -> None:
     gflops = by_name["medsynth_train_gflops_16[threads=1]"]
     peak = by_name["peak_gflops_bf16[threads=1]"]["value"]
     assert math.isclose(gflops["detail"]["share_of_bf16_peak"], gflops["value"] / peak, rel_tol=1e-9)
+    # the progress record written after every round holds the raw timings of the complete rounds
+    progress = by_name["rounds_done_16"]
+    assert progress["value"] == 2
+    assert progress["detail"]["series"]["baseline_ddpm_step[threads=1]"]["seconds_by_round"] == ddpm["seconds_by_round"]
     profile = by_name["profile_train_step_16"]["detail"]
     assert profile["top"] and math.isclose(sum(profile["by_kind"].values()), 1.0, abs_tol=0.01)
     assert {"conv3d", "optimizer / EMA / grad norm"} <= set(profile["by_kind"])

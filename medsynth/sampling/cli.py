@@ -1,4 +1,4 @@
-"""``medsynth sample ckpt=PATH num_samples=N out_dir=DIR [key=value ...]``: a synthetic NIfTI dataset.
+"""``medsynth sample ckpt=RUN|FILE num_samples=N out_dir=DIR [key=value ...]``: a synthetic NIfTI dataset.
 
 Order of work: compose the config, load the checkpoint, fix the plan (files, seeds, labels),
 check every setting and any files already in ``out_dir``; only then create files. Finished
@@ -23,6 +23,7 @@ from medsynth.config import compose_stage, format_defaults, require
 from medsynth.errors import ConfigError, InputFileError
 from medsynth.io.atomic import atomic_write_text, remove_stale_temporaries
 from medsynth.io.fingerprint import PREPROCESSING_FILE
+from medsynth.io.run_dir import BEST_QUALITY_CHECKPOINT, CHECKPOINT_DIR, LAST_CHECKPOINT, checkpoint_of_run
 from medsynth.io.slurm_array import array_role, check_task_records, shard, write_task_record
 from medsynth.models.bundle import SamplingBundle
 from medsynth.models.precision import resolve_device
@@ -36,9 +37,13 @@ from medsynth.sampling.samplers import build_sampler
 DESCRIPTION = """\
 medsynth sample: generate synthetic 3D volumes from a trained checkpoint.
 
-  medsynth sample ckpt=PATH num_samples=N out_dir=DIR [sampler=dpmpp3m|dpmpp|heun|pndm|ddim|euler|ddpm] [steps=K] [grid=auto|uniform|logsnr|karras]
+  medsynth sample ckpt=RUN|FILE num_samples=N out_dir=DIR [sampler=dpmpp3m|dpmpp|heun|pndm|ddim|euler|ddpm] [steps=K] [grid=auto|uniform|logsnr|karras]
                   [seed=S] [guidance_scale=G] [label=V | labels={V:COUNT,...}] [devices=N] ...
-  medsynth sample ckpt=PATH masks_dir=DIR out_dir=DIR ...   (mask-conditioned model: one image per label map)
+  medsynth sample ckpt=RUN|FILE masks_dir=DIR out_dir=DIR ...   (mask-conditioned model: one image per label map)
+
+ckpt=RUN (a `medsynth train` run folder) samples RUN/checkpoints/best_quality.ckpt, the weights whose
+samples scored best during training, or RUN/checkpoints/last.ckpt when there is none (a line says
+which and why); ckpt=FILE samples that checkpoint file.
 
 Writes DIR/sample_00000.nii.gz ... (the training data's affine and spacing), DIR/manifest.csv
 (seed, sampler, steps, label/covariates, checkpoint sha256, seconds per volume), DIR/datalist.json
@@ -48,6 +53,40 @@ settings; a rerun skips finished files (overwrite=true redoes them).
 
 Default config (conf/sample.yaml; override any key with key=value):
 """
+
+
+def resolve_checkpoint(ckpt: str) -> Path:
+    """The checkpoint file ``ckpt=`` names: the file itself, or for a run folder its
+    ``best_quality.ckpt`` (else ``last.ckpt``), announced in one line. InputFileError when neither is there."""
+    path = Path(ckpt).expanduser()
+    if not path.is_dir():
+        return path
+    chosen = checkpoint_of_run(path)
+    if chosen is None:
+        raise InputFileError(
+            path,
+            f"is a folder without {CHECKPOINT_DIR}/{BEST_QUALITY_CHECKPOINT} or {CHECKPOINT_DIR}/{LAST_CHECKPOINT} "
+            "(ckpt= takes a medsynth train run folder or a .ckpt file)",
+        )
+    file, reason = chosen
+    print(f"medsynth sample: ckpt={ckpt} is a run folder: using {file}, {reason}{quality_note(file)}", flush=True)
+    return file
+
+
+def quality_note(path: Path) -> str:
+    """`` (quality/frd_d2 = 1.23 at step 800, best of steps scored up to 1200)`` from the checkpoint's
+    ``quality`` record (written by the training quality callback); empty when it has none."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # unreadable: load_bundle names the problem in one line
+        return ""
+    record = checkpoint.get("quality") if isinstance(checkpoint, dict) else None
+    if not isinstance(record, dict) or record.get("best") is None:
+        return f" (step {checkpoint.get('global_step')})" if isinstance(checkpoint, dict) else ""
+    return (
+        f" ({record.get('monitor')} = {float(record['best']):.6g} at step {record.get('best_step')}, "
+        f"{record.get('reference', 'reference set')}; scored up to step {record.get('last_step')})"
+    )
 
 
 def load_bundle(ckpt: str, use_ema: bool) -> SamplingBundle:
@@ -155,7 +194,7 @@ def write_fingerprint(out_dir: Path, bundle: SamplingBundle, settings: Generatio
 
 def run_sampling(cfg: DictConfig) -> dict[str, Any]:
     """The whole stage; returns a summary {out_dir, generated, skipped, seconds, manifest}."""
-    ckpt = str(require(cfg, "ckpt"))
+    ckpt = str(resolve_checkpoint(str(require(cfg, "ckpt"))))
     out_dir = Path(str(require(cfg, "out_dir")))
     if out_dir.exists() and not out_dir.is_dir():
         raise InputFileError(out_dir, "out_dir exists and is not a folder")
