@@ -27,9 +27,9 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
-# The whole loop on the demo brains (T1 brains from nilearn's MNI152 template; the phantom demo with the same
-# recipe and set sizes took 8 minutes on 2 idle CPU cores, utility included; see the README). Every stage writes
-# under $(DEMO_DIR); rerunning starts from scratch.
+# The whole loop on the demo brains (T1 brains from nilearn's MNI152 template; 16.6 minutes measured on 2 shared
+# CPU cores at load average 4.7-9, utility included; see the README). Every stage writes under $(DEMO_DIR);
+# rerunning starts from scratch.
 # 48 training brains and 16 held-out ones (another seed: other subjects); the metrics compare the
 # synthetic brains with the held-out ones, and with the training ones for memorisation.
 demo: $(STAMP)
