@@ -194,3 +194,21 @@ def test_frechet_distance_from_samples_matches_frd_score():
     )
     assert set_metrics.frechet_distance_from_samples(x, y) == pytest.approx(float(reference), rel=1e-6)
     assert set_metrics.frechet_distance_from_samples(x, x) == 0.0
+
+
+def test_set_metrics_of_a_four_volume_real_set_and_its_split_half_floor():
+    """A 4-volume real set has floor halves of 2: PRDC is undefined there (None), the rest is computed."""
+    from medsynth.config import compose_stage
+    from medsynth.metrics.evaluation import feature_metric_values
+
+    rng = np.random.default_rng(0)
+    names = [f"f{i}" for i in range(12)]
+    cfg = compose_stage("evaluate", ["real_dir=.", "synthetic_dir=.", "out_dir=."])
+    real, synthetic = rng.lognormal(size=(4, 12)), rng.lognormal(size=(4, 12))
+    full = feature_metric_values(real, synthetic, names, cfg)
+    assert all(full[key] is not None for key in ("precision", "recall", "density", "coverage"))
+    floor = feature_metric_values(real[:2], real[2:], names, cfg)
+    assert {key: floor[key] for key in ("precision", "recall", "density", "coverage")} == dict.fromkeys(
+        ("precision", "recall", "density", "coverage")
+    )
+    assert floor["frd_d2"] is not None and floor["frd_d2"] > 0

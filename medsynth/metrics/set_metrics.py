@@ -228,10 +228,14 @@ def precision_recall_density_coverage(real: np.ndarray, synthetic: np.ndarray, n
     """Naeem et al. 2020 via the ``prdc`` package, k nearest neighbours in feature space.
 
     prdc needs k + 2 <= set size (each point's k-th neighbour, itself excluded), so ``k`` is lowered
-    to (smallest set size - 2) for tiny sets; the effective k comes back under ``nearest_k``.
+    to (smallest set size - 2) for tiny sets; the effective k comes back under ``nearest_k``. With
+    fewer than 3 volumes in a set no k works: the four values are None (undefined, not 0), e.g. the
+    split-half floor of a 4-volume real set.
     """
     from prdc import compute_prdc
 
+    if min(len(real), len(synthetic)) < 3:
+        return {key: None for key in ("precision", "recall", "density", "coverage", "nearest_k")}
     k = int(max(1, min(nearest_k, len(real) - 2, len(synthetic) - 2)))
     with contextlib.redirect_stdout(io.StringIO()):  # prdc prints the set sizes
         result = compute_prdc(real_features=real, fake_features=synthetic, nearest_k=k)
