@@ -27,8 +27,8 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
-# The whole loop on the demo brains (T1 brains from nilearn's MNI152 template; 16.6 minutes measured on 2 shared
-# CPU cores at load average 4.7-9, utility included; see the README). Every stage writes under $(DEMO_DIR);
+# The whole loop on the demo brains (T1 brains from nilearn's MNI152 template; 9 min 07 s measured on 2 idle
+# CPU cores, utility included; see the README). Every stage writes under $(DEMO_DIR);
 # rerunning starts from scratch.
 # 48 training brains and 16 held-out ones (another seed: other subjects); the metrics compare the
 # synthetic brains with the held-out ones, and with the training ones for memorisation.
