@@ -50,7 +50,7 @@ def check_config(cfg: DictConfig) -> None:
     """Validate what can be checked before loading data (one :class:`ConfigError` per problem)."""
     from medsynth.config_schema import validate_config
     from medsynth.models.losses import LOSSES, PREDICTION_TYPES, SCHEDULES
-    from medsynth.models.representation import REPRESENTATIONS, WAVELET_SCALINGS
+    from medsynth.models.representation import REPRESENTATIONS, WAVELET_SCALINGS, check_detail_gain
 
     validate_config(cfg, CONFIG_NAME)  # typed schema (ConfigStore medsynth_schema/config), sweeps too
 
@@ -77,6 +77,7 @@ def check_config(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
             raise ConfigError(key, f"unknown '{value}' (choose from {', '.join(allowed)})")
+    check_detail_gain(OmegaConf.select(cfg, "model.wavelet_detail_gain", default=1.0))
     channels = list(cfg.model.channels)
     if len(cfg.model.attention_levels) != len(channels):
         raise ConfigError(

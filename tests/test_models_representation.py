@@ -123,6 +123,47 @@ def test_checkpoint_metadata_records_the_scaling_and_old_checkpoints_load_as_uni
     assert old.representation.base.scaling == "uniform"
 
 
+@pytest.mark.parametrize("scaling", ["uniform", "lowband"])
+def test_detail_gain_multiplies_only_the_detail_bands_and_their_bounds(scaling):
+    torch.manual_seed(3)
+    volume = torch.rand(2, 1, 8, 8, 8, dtype=torch.float64) * 2 - 1
+    plain, lifted = WaveletRepresentation(scaling), WaveletRepresentation(scaling, 4.0)
+    a, b = plain.encode(volume), lifted.encode(volume)
+    assert torch.allclose(b[:, 0], a[:, 0])
+    assert torch.allclose(b[:, 1:], 4.0 * a[:, 1:])
+    assert torch.allclose(lifted.decode(b), volume, atol=1e-12)
+    high = lifted.clip_bounds()[1]
+    assert torch.allclose(high[1:], 4.0 * plain.clip_bounds()[1][1:])
+    assert high[0] == plain.clip_bounds()[1][0]
+    assert torch.all(b.abs() <= high.view(1, 8, 1, 1, 1) + 1e-9)
+
+
+@pytest.mark.parametrize("gain", [0, -1.0, float("nan"), "big"])
+def test_a_bad_detail_gain_is_one_config_error_naming_the_key(gain):
+    with pytest.raises(ConfigError, match="model.wavelet_detail_gain"):
+        build_representation("wavelet", "lowband", gain)
+    with pytest.raises(ConfigError, match="model.wavelet_detail_gain"):
+        build_representation("pixel", "lowband", gain)
+
+
+def test_checkpoint_metadata_records_the_detail_gain_and_old_checkpoints_load_with_gain_1():
+    from medsynth.models.diffusion_module import DiffusionModule, bundle_from_metadata
+
+    model = yaml.safe_load((ROOT / "conf/model/unet_tiny.yaml").read_text())
+    assert model["wavelet_detail_gain"] == 1.0  # the shipped default (conf/model/*.yaml)
+    model.update(representation="wavelet", wavelet_detail_gain=3.0)
+    diffusion = yaml.safe_load((ROOT / "conf/diffusion/ddpm.yaml").read_text())
+    module = DiffusionModule(
+        {"model": model, "diffusion": diffusion, "optim": {}, "trainer": {}, "seed": 0},
+        geometry={"shape": [16, 16, 16], "spacing": [1.0, 1.0, 1.0], "affine": torch.eye(4).tolist()},
+    )
+    meta = module.sampling_metadata()
+    assert meta["wavelet_detail_gain"] == 3.0
+    assert bundle_from_metadata(meta, module.network, "", "", used_ema=False).representation.detail_gain == 3.0
+    del meta["wavelet_detail_gain"]  # a checkpoint written before the key existed
+    assert bundle_from_metadata(meta, module.network, "", "", used_ema=False).representation.detail_gain == 1.0
+
+
 def test_wavelet_rejects_odd_sizes_and_pixel_is_identity():
     with pytest.raises(ValueError, match="even"):
         WaveletRepresentation().encode(torch.zeros(1, 1, 5, 4, 4))

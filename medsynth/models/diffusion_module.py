@@ -43,7 +43,11 @@ from medsynth.models.paired import (
     build_paired_representation,
     split_condition,
 )
-from medsynth.models.representation import LEGACY_WAVELET_SCALING, default_representation_name
+from medsynth.models.representation import (
+    LEGACY_DETAIL_GAIN,
+    LEGACY_WAVELET_SCALING,
+    default_representation_name,
+)
 from medsynth.models.schedules import warmup_cosine
 
 #: version of the ``checkpoint["medsynth"]`` layout
@@ -95,8 +99,9 @@ class DiffusionModule(pl.LightningModule):
         )
         self.label_classes = int(geometry.get("label_classes", 0))  # paired image + label model when > 0
         self.wavelet_scaling = str(model_cfg.get("wavelet_scaling", LEGACY_WAVELET_SCALING))
+        self.wavelet_detail_gain = float(model_cfg.get("wavelet_detail_gain", LEGACY_DETAIL_GAIN))
         self.representation = build_paired_representation(
-            self.representation_name, self.label_classes, self.wavelet_scaling
+            self.representation_name, self.label_classes, self.wavelet_scaling, self.wavelet_detail_gain
         )
         self.label_mode = str(geometry.get("label_mode", "joint"))
         if self.label_mode not in LABEL_MODES:
@@ -266,6 +271,7 @@ class DiffusionModule(pl.LightningModule):
             "format": CHECKPOINT_FORMAT,
             "representation": self.representation_name,
             "wavelet_scaling": self.wavelet_scaling,  # absent in older checkpoints: LEGACY_WAVELET_SCALING
+            "wavelet_detail_gain": self.wavelet_detail_gain,  # absent in older checkpoints: LEGACY_DETAIL_GAIN
             "diffusion": asdict(self.diffusion),
             "conditioning": asdict(self.conditioning),
             "geometry": {
@@ -321,6 +327,7 @@ def bundle_from_metadata(
             int(geometry.get("label_classes", 0)),
             str(geometry.get("label_mode", "joint")),
             str(meta.get("wavelet_scaling", LEGACY_WAVELET_SCALING)),
+            float(meta.get("wavelet_detail_gain", LEGACY_DETAIL_GAIN)),
         ),
         diffusion=DiffusionSettings(**meta["diffusion"]),
         conditioning=ConditioningSpec(**meta["conditioning"]),

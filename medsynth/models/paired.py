@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from medsynth.models.representation import LEGACY_WAVELET_SCALING, build_representation
+from medsynth.models.representation import LEGACY_DETAIL_GAIN, LEGACY_WAVELET_SCALING, build_representation
 
 
 class ChannelwiseRepresentation:
@@ -62,10 +62,15 @@ class ChannelwiseRepresentation:
         return low.repeat(self.channels), high.repeat(self.channels)
 
 
-def build_paired_representation(name: str, label_classes: int = 0, wavelet_scaling: str = LEGACY_WAVELET_SCALING):
-    """The ``name`` representation (``wavelet_scaling``: see :mod:`medsynth.models.representation`);
-    with ``label_classes`` K > 0, one over 1 + K channels."""
-    base = build_representation(name, wavelet_scaling)
+def build_paired_representation(
+    name: str,
+    label_classes: int = 0,
+    wavelet_scaling: str = LEGACY_WAVELET_SCALING,
+    detail_gain: float = LEGACY_DETAIL_GAIN,
+):
+    """The ``name`` representation (``wavelet_scaling``, ``detail_gain``: see
+    :mod:`medsynth.models.representation`); with ``label_classes`` K > 0, one over 1 + K channels."""
+    base = build_representation(name, wavelet_scaling, detail_gain)
     return ChannelwiseRepresentation(base, 1 + int(label_classes)) if int(label_classes) > 0 else base
 
 
@@ -74,10 +79,16 @@ LABEL_MODES = ("joint", "condition")
 
 
 def build_generation_representation(
-    name: str, label_classes: int = 0, label_mode: str = "joint", wavelet_scaling: str = LEGACY_WAVELET_SCALING
+    name: str,
+    label_classes: int = 0,
+    label_mode: str = "joint",
+    wavelet_scaling: str = LEGACY_WAVELET_SCALING,
+    detail_gain: float = LEGACY_DETAIL_GAIN,
 ):
     """The representation of what the sampler generates: 1 + K channels (joint) or the image alone (condition)."""
-    return build_paired_representation(name, label_classes if label_mode == "joint" else 0, wavelet_scaling)
+    return build_paired_representation(
+        name, label_classes if label_mode == "joint" else 0, wavelet_scaling, detail_gain
+    )
 
 
 def split_condition(coefficients: torch.Tensor, label_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
