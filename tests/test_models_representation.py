@@ -217,7 +217,7 @@ def test_ema_warmup_and_frozen():
 
 
 @pytest.mark.parametrize("process", ["ddpm", "rflow"])
-@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction", "flow"])
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction", "flow", "edm"])
 def test_min_snr_weight_is_min_snr_on_the_x0_loss(process, prediction_type):
     """w * |out_hat - out|^2 == min(SNR, gamma) * |x0_hat - x0|^2 for every prediction type (Hang et al. 2023)."""
     from medsynth.models.bundle import DiffusionSettings

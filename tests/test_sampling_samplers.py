@@ -46,6 +46,9 @@ def gaussian_oracle(process: NoiseProcess):
         x = x.double()
         x0 = MU + a * S**2 / (a * a * S**2 + s * s) * (x - a * MU)
         eps = (x - a * x0) / s
+        if kind == "edm":
+            c_skip, c_out = process.edm_coefficients(a, s)
+            return ((x0 - c_skip * x / a) / c_out).float()
         out = {"epsilon": eps, "sample": x0, "flow": x0 - eps, "v_prediction": a * eps - s * x0}[kind]
         return out.float()
 
@@ -90,11 +93,33 @@ def test_every_sampler_reproduces_the_oracle_law_at_its_default_steps(name, proc
     assert abs(std / S - 1) < tolerance, std
 
 
-@pytest.mark.parametrize("prediction_type", ["sample", "v_prediction"])
+@pytest.mark.parametrize("prediction_type", ["sample", "v_prediction", "edm"])
 def test_prediction_types_give_the_same_trajectory(prediction_type):
     reference = oracle_law(settings("ddpm", "epsilon"), "dpmpp3m")
     other = oracle_law(settings("ddpm", prediction_type), "dpmpp3m")
     assert other == pytest.approx(reference, abs=1e-5)
+
+
+@pytest.mark.parametrize("process", ["ddpm", "rflow"])
+def test_edm_preconditioning_round_trips_and_is_v_prediction_at_sigma_data_1(process):
+    """x0 = c_skip x / alpha + c_out F recovers x0 from the target F at every timestep (rflow t = 0
+    included: F = 0 there); with sigma_data = 1 on the VP process F is exactly -v."""
+    import dataclasses
+
+    edm = NoiseProcess(dataclasses.replace(settings(process, "edm"), sigma_data=0.5))
+    t = torch.tensor([0, 3, 400, 999])
+    x0 = torch.randn(4, 2, 3, 3, 3, dtype=torch.float64)
+    eps = torch.randn_like(x0)
+    x_t, target = edm.add_noise(x0, eps, t), edm.target(x0, eps, t)
+    assert torch.isfinite(target).all()
+    for i, k in enumerate(t.tolist()):
+        a, s = float(edm.alpha[k]), float(edm.sigma[k])
+        if s > 0:
+            torch.testing.assert_close(edm.denoised(target[i : i + 1], x_t[i : i + 1], a, s)[0], x0[i : i + 1])
+    if process == "ddpm":
+        unit = NoiseProcess(dataclasses.replace(settings(process, "edm"), sigma_data=1.0))
+        v = NoiseProcess(settings(process, "v_prediction"))
+        torch.testing.assert_close(unit.target(x0, eps, t), -v.target(x0, eps, t))
 
 
 def test_pndm_ends_at_clean_data():

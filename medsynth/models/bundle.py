@@ -47,12 +47,13 @@ class DiffusionSettings:
     schedule: str  # MONAI schedule name: linear_beta | scaled_linear_beta | cosine (ddpm only)
     beta_start: float
     beta_end: float
-    prediction_type: str  # epsilon | v_prediction | sample | flow (x0 - eps)
+    prediction_type: str  # epsilon | v_prediction | sample | flow (x0 - eps) | edm (EDM preconditioning)
     clip_sample: bool = True
     process: str = "ddpm"  # ddpm (variance preserving) | rflow (rectified flow)
     time_sampling: str = "uniform"  # rflow training times: uniform | logit-normal
     logit_loc: float = 0.0  # logit-normal location and scale (rflow)
     logit_scale: float = 1.0
+    sigma_data: float = 0.5  # EDM's sigma_data (prediction_type edm only)
 
 
 @dataclass

@@ -18,6 +18,12 @@ Notation (code <-> papers):
 ``sample``          network predicts x0
 ``v_prediction``    network predicts v = alpha eps - sigma x0 (Salimans & Ho 2022)
 ``flow``            network predicts x0 - eps (MONAI RFlowScheduler / MAISI velocity)
+``edm``             network predicts F with x0 = c_skip x~ + c_out F (Karras et al. 2022, Table 1):
+                    x~ = x_t / alpha, s = sigma / alpha, ``sigma_data`` = s_d,
+                    c_skip = s_d^2 / (s^2 + s_d^2), c_out = s s_d / sqrt(s^2 + s_d^2); the input
+                    is x_t itself (VP and rflow keep it bounded, so EDM's c_in is left out).
+                    s_d = 1 is v-prediction (F = -v); smaller s_d leans towards x0 prediction at
+                    mid noise while low noise stays a near-identity skip (sharp fine texture)
 ==================  ==========================================================================
 """
 
@@ -29,7 +35,7 @@ from medsynth.errors import ConfigError
 from medsynth.models.bundle import DiffusionSettings
 
 PROCESSES = ("ddpm", "rflow")
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample", "flow")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample", "flow", "edm")
 SCHEDULES = ("linear_beta", "scaled_linear_beta", "cosine")
 TIME_SAMPLING = ("uniform", "logit-normal")
 
@@ -116,7 +122,15 @@ class NoiseProcess:
         if kind == "flow":
             return x0 - noise
         alpha, sigma = self.scales(timesteps, x0)
+        if kind == "edm":
+            c_skip, c_out = self.edm_coefficients(alpha, sigma)  # rflow t = 0: c_out = 0 and F = 0
+            return (x0 - c_skip * (alpha * x0 + sigma * noise) / alpha) / c_out.clamp_min(1e-12)
         return alpha * noise - sigma * x0
+
+    def edm_coefficients(self, alpha, sigma):
+        """EDM's (c_skip, c_out) at (alpha, sigma) (floats or tensors): x0 = c_skip x / alpha + c_out F."""
+        s, sd2 = sigma / alpha, float(self.settings.sigma_data) ** 2
+        return sd2 / (s**2 + sd2), s * sd2**0.5 / (s**2 + sd2) ** 0.5
 
     def snr(self, timesteps: torch.Tensor) -> torch.Tensor:
         """SNR(t) = alpha_t^2 / sigma_t^2, (B,) float32 (clean rflow t = 0: large, not inf)."""
@@ -128,7 +142,8 @@ class NoiseProcess:
         """(B,) float32 factor c with |x0_hat - x0|^2 = c |out_hat - out|^2 for ``prediction_type``.
 
         Turns a min-SNR weight written for x0 into one for the network's own target (epsilon:
-        sigma^2/alpha^2 = 1/SNR; v: sigma^2 (VP); flow: sigma^2 / (alpha + sigma)^2; sample: 1).
+        sigma^2/alpha^2 = 1/SNR; v: sigma^2 (VP); flow: sigma^2 / (alpha + sigma)^2; edm: c_out^2;
+        sample: 1). Without min-SNR, edm's loss is EDM's own weighting (unit weight on F).
         """
         index = timesteps.long().cpu()
         alpha, sigma = self.alpha[index], self.sigma[index]
@@ -139,6 +154,8 @@ class NoiseProcess:
             scale = sigma**2 / (alpha**2 + sigma**2) ** 2
         elif kind == "flow":
             scale = sigma**2 / (alpha + sigma) ** 2
+        elif kind == "edm":
+            scale = self.edm_coefficients(alpha, sigma)[1] ** 2
         else:
             scale = torch.ones_like(alpha)
         return scale.float().to(timesteps.device)
@@ -158,6 +175,10 @@ class NoiseProcess:
         elif kind == "flow":
             x0 = (x + sigma * output) / (alpha + sigma)
             eps = x0 - output
+        elif kind == "edm":
+            c_skip, c_out = self.edm_coefficients(alpha, sigma)
+            x0 = c_skip * x / alpha + c_out * output
+            eps = (x - alpha * x0) / sigma
         else:
             norm = alpha**2 + sigma**2
             x0 = (alpha * x - sigma * output) / norm
