@@ -78,7 +78,7 @@ def check_config(cfg: DictConfig) -> None:
         if value not in allowed:
             raise ConfigError(key, f"unknown '{value}' (choose from {', '.join(allowed)})")
     check_detail_gain(OmegaConf.select(cfg, "model.wavelet_detail_gain", default=1.0))
-    sigma_data = OmegaConf.select(cfg, "diffusion.sigma_data", default=0.5)
+    sigma_data = OmegaConf.select(cfg, "diffusion.sigma_data", default=0.1)
     if not isinstance(sigma_data, (int, float)) or not 0 < float(sigma_data) < float("inf"):
         raise ConfigError("diffusion.sigma_data", f"must be a finite number > 0, got {sigma_data!r}")
     channels = list(cfg.model.channels)

@@ -137,3 +137,19 @@ def test_fair_interleave_order_and_speedup_spread() -> None:
     assert series[("A", 1)].values == [1.0, 3.0] and series[("B", 2)].values == [10.0, 40.0]
     ratio = speedup(series[("B", 1)], series[("A", 1)])  # B at 1 thread: 10, 30; A: 1, 3
     assert ratio["value"] == 20.0 / 2.0 and ratio["per_round"] == [10.0, 10.0]
+
+
+def test_precision_margin_agrees_with_prdc_precision() -> None:
+    """Share of synthetic points with ball ratio < 1 is prdc's precision (random data, 3 sets)."""
+    import numpy as np
+    from prdc import compute_prdc
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from precision_margin import ball_ratios
+
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(16, 30))
+    for shift in (0.0, 0.5, 3.0):
+        synthetic = rng.normal(size=(16, 30)) + shift
+        expected = compute_prdc(real_features=real, fake_features=synthetic, nearest_k=5)["precision"]
+        assert np.mean(ball_ratios(real, synthetic, 5) < 1) == expected

@@ -53,7 +53,7 @@ class DiffusionSettings:
     time_sampling: str = "uniform"  # rflow training times: uniform | logit-normal
     logit_loc: float = 0.0  # logit-normal location and scale (rflow)
     logit_scale: float = 1.0
-    sigma_data: float = 0.5  # EDM's sigma_data (prediction_type edm only)
+    sigma_data: float = 0.1  # EDM's sigma_data (prediction_type edm only)
 
 
 @dataclass
