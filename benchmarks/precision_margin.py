@@ -20,12 +20,13 @@ import numpy as np
 
 
 def ball_ratios(real: np.ndarray, synthetic: np.ndarray, k: int) -> np.ndarray:
-    """(N_syn,) min over real of distance / the real point's k-NN radius (itself excluded), as prdc."""
+    """(N_syn,) min over real of distance / the real point's k-NN radius, with prdc's own functions
+    (the radii and distances its precision compares), k lowered for tiny sets as evaluate does."""
+    from prdc.prdc import compute_nearest_neighbour_distances, compute_pairwise_distance
+
     k = int(max(1, min(k, len(real) - 2)))
-    real_dist = np.linalg.norm(real[:, None] - real[None], axis=-1)
-    radius = np.sort(real_dist, axis=1)[:, k]  # column 0 is the point itself
-    cross = np.linalg.norm(synthetic[:, None] - real[None], axis=-1)
-    return (cross / radius[None]).min(axis=1)
+    radius = compute_nearest_neighbour_distances(real, k)
+    return (compute_pairwise_distance(synthetic, real) / radius[None]).min(axis=1)
 
 
 def main(argv: list[str] | None = None) -> int:
