@@ -49,7 +49,9 @@ OmegaConf.register_new_resolver("medsynth_gpus", gpus_per_node, replace=True)
 def check_config(cfg: DictConfig) -> None:
     """Validate what can be checked before loading data (one :class:`ConfigError` per problem)."""
     from medsynth.config_schema import validate_config
+    from medsynth.models.bundle import DiffusionSettings
     from medsynth.models.losses import LOSSES, PREDICTION_TYPES, SCHEDULES
+    from medsynth.models.noise import check_sigma_data
     from medsynth.models.representation import REPRESENTATIONS, WAVELET_SCALINGS, check_detail_gain
 
     validate_config(cfg, CONFIG_NAME)  # typed schema (ConfigStore medsynth_schema/config), sweeps too
@@ -78,9 +80,7 @@ def check_config(cfg: DictConfig) -> None:
         if value not in allowed:
             raise ConfigError(key, f"unknown '{value}' (choose from {', '.join(allowed)})")
     check_detail_gain(OmegaConf.select(cfg, "model.wavelet_detail_gain", default=1.0))
-    sigma_data = OmegaConf.select(cfg, "diffusion.sigma_data", default=0.1)
-    if not isinstance(sigma_data, (int, float)) or not 0 < float(sigma_data) < float("inf"):
-        raise ConfigError("diffusion.sigma_data", f"must be a finite number > 0, got {sigma_data!r}")
+    check_sigma_data(OmegaConf.select(cfg, "diffusion.sigma_data", default=DiffusionSettings.sigma_data))
     channels = list(cfg.model.channels)
     if len(cfg.model.attention_levels) != len(channels):
         raise ConfigError(

@@ -140,7 +140,7 @@ class DiffusionModule(pl.LightningModule):
             time_sampling=str(diff_cfg.get("time_sampling", "uniform")),
             logit_loc=float(diff_cfg.get("logit_loc", 0.0)),
             logit_scale=float(diff_cfg.get("logit_scale", 1.0)),
-            sigma_data=float(diff_cfg.get("sigma_data", 0.1)),
+            sigma_data=float(diff_cfg.get("sigma_data", DiffusionSettings.sigma_data)),
         )
         self.noise_process = NoiseProcess(self.diffusion)
         self.loss_kind = str(diff_cfg.get("loss", "mse"))

@@ -40,6 +40,13 @@ SCHEDULES = ("linear_beta", "scaled_linear_beta", "cosine")
 TIME_SAMPLING = ("uniform", "logit-normal")
 
 
+def check_sigma_data(value: object) -> float:
+    """``diffusion.sigma_data`` as a float; raises :class:`ConfigError` unless it is a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < float(value) < float("inf"):
+        raise ConfigError("diffusion.sigma_data", f"must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
 class NoiseProcess:
     """The forward process of a :class:`DiffusionSettings` (see the module notation table).
 
@@ -59,6 +66,7 @@ class NoiseProcess:
                 "diffusion.prediction_type",
                 f"unknown '{settings.prediction_type}' (choose from {', '.join(PREDICTION_TYPES)})",
             )
+        check_sigma_data(settings.sigma_data)
         if self.kind == "rflow":
             from monai.networks.schedulers import RFlowScheduler
 
