@@ -51,7 +51,7 @@ def check_config(cfg: DictConfig) -> None:
     from medsynth.config_schema import validate_config
     from medsynth.models.bundle import DiffusionSettings
     from medsynth.models.losses import LOSSES, PREDICTION_TYPES, SCHEDULES
-    from medsynth.models.noise import check_sigma_data
+    from medsynth.models.noise import TIME_SAMPLING, check_sigma_data
     from medsynth.models.representation import REPRESENTATIONS, WAVELET_SCALINGS, check_detail_gain
 
     validate_config(cfg, CONFIG_NAME)  # typed schema (ConfigStore medsynth_schema/config), sweeps too
@@ -72,6 +72,7 @@ def check_config(cfg: DictConfig) -> None:
         ("model.wavelet_scaling", WAVELET_SCALINGS),
         ("diffusion.prediction_type", PREDICTION_TYPES),
         ("diffusion.schedule", SCHEDULES),
+        ("diffusion.time_sampling", TIME_SAMPLING),
         ("diffusion.loss", LOSSES),
         ("logger.kind", LOGGER_KINDS),
         ("callbacks.progress", PROGRESS_KINDS),

@@ -37,6 +37,8 @@ def _error_line(capsys, args, run_dir):
         (["model.wavelet_scaling=highband"], "model.wavelet_scaling: unknown 'highband'"),
         (["model.wavelet_detail_gain=0"], "model.wavelet_detail_gain: must be a finite number > 0"),
         (["diffusion.sigma_data=-1"], "diffusion.sigma_data: must be a finite number > 0"),
+        (["diffusion.sigma_data=[0.1,-1]"], "diffusion.sigma_data: must be a finite number > 0 or a list of them, got [0.1, -1]"),
+        (["diffusion.time_sampling=beta"], "diffusion.time_sampling: unknown 'beta'"),
         (["diffusion.prediction_type=x0"], "diffusion.prediction_type: unknown 'x0' (choose from epsilon, v_prediction, sample, flow, edm)"),
         (["model.norm_num_groups=5"], "model.norm_num_groups"),
         (["data.shape=[17,16,16]"], "data.shape: [17, 16, 16] is not divisible by 2"),

@@ -50,10 +50,12 @@ class DiffusionSettings:
     prediction_type: str  # epsilon | v_prediction | sample | flow (x0 - eps) | edm (EDM preconditioning)
     clip_sample: bool = True
     process: str = "ddpm"  # ddpm (variance preserving) | rflow (rectified flow)
-    time_sampling: str = "uniform"  # rflow training times: uniform | logit-normal
-    logit_loc: float = 0.0  # logit-normal location and scale (rflow)
+    time_sampling: str = "uniform"  # training times: uniform | logit-normal (on t/T) | lognormal (on sigma/alpha)
+    logit_loc: float = 0.0  # logit-normal location and scale
     logit_scale: float = 1.0
-    sigma_data: float = 0.1  # EDM's sigma_data (prediction_type edm only)
+    lognormal_mean: float = -1.2  # lognormal: ln(sigma/alpha) ~ N(mean, std^2) (EDM's P_mean, P_std)
+    lognormal_std: float = 1.2
+    sigma_data: float | tuple[float, ...] = 0.1  # EDM's sigma_data (edm only): one, or one per representation channel
 
 
 @dataclass

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import grad_norm
 
+from medsynth.errors import ConfigError
 from medsynth.models.bundle import (
     ConditioningSpec,
     DiffusionSettings,
@@ -36,7 +37,7 @@ from medsynth.models.cpu_threads import apply_num_threads
 from medsynth.models.ema import build_ema
 from medsynth.models.losses import diffusion_loss, min_snr_weight
 from medsynth.models.networks import ConditionedUNet, unet_kwargs_from_config
-from medsynth.models.noise import NoiseProcess
+from medsynth.models.noise import NoiseProcess, check_sigma_data
 from medsynth.models.paired import (
     LABEL_MODES,
     build_generation_representation,
@@ -140,12 +141,19 @@ class DiffusionModule(pl.LightningModule):
             time_sampling=str(diff_cfg.get("time_sampling", "uniform")),
             logit_loc=float(diff_cfg.get("logit_loc", 0.0)),
             logit_scale=float(diff_cfg.get("logit_scale", 1.0)),
-            sigma_data=float(diff_cfg.get("sigma_data", DiffusionSettings.sigma_data)),
+            lognormal_mean=float(diff_cfg.get("lognormal_mean", DiffusionSettings.lognormal_mean)),
+            lognormal_std=float(diff_cfg.get("lognormal_std", DiffusionSettings.lognormal_std)),
+            sigma_data=check_sigma_data(diff_cfg.get("sigma_data", DiffusionSettings.sigma_data)),
         )
         self.noise_process = NoiseProcess(self.diffusion)
         self.loss_kind = str(diff_cfg.get("loss", "mse"))
         gamma = diff_cfg.get("min_snr_gamma")
         self.min_snr_gamma = None if gamma is None else float(gamma)
+        if self.diffusion.prediction_type == "edm" and not isinstance(self.diffusion.sigma_data, float):
+            # a per-channel sigma_data must fit the diffused channels: one line now, not at the first step
+            self.noise_process.sigma_data_for(torch.zeros(1, int(self.network_kwargs["out_channels"]), 1, 1, 1))
+            if self.min_snr_gamma is not None:
+                raise ConfigError("diffusion.min_snr_gamma", "is not supported with a per-channel sigma_data")
         self.cond_drop_prob = (
             float(model_cfg.get("cond_drop_prob", 0.0)) if self.conditioning.conditional else 0.0
         )

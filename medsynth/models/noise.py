@@ -37,14 +37,33 @@ from medsynth.models.bundle import DiffusionSettings
 PROCESSES = ("ddpm", "rflow")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample", "flow", "edm")
 SCHEDULES = ("linear_beta", "scaled_linear_beta", "cosine")
-TIME_SAMPLING = ("uniform", "logit-normal")
+TIME_SAMPLING = ("uniform", "logit-normal", "lognormal")
 
 
-def check_sigma_data(value: object) -> float:
-    """``diffusion.sigma_data`` as a float; raises :class:`ConfigError` unless it is a finite number > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < float(value) < float("inf"):
-        raise ConfigError("diffusion.sigma_data", f"must be a finite number > 0, got {value!r}")
-    return float(value)
+def check_sigma_data(value: object) -> float | tuple[float, ...]:
+    """``diffusion.sigma_data``: a float, or a tuple of floats (one per representation channel).
+
+    Raises :class:`ConfigError` unless it is a finite number > 0 or a non-empty list of them.
+    """
+    values = list(value) if isinstance(value, (list, tuple)) or _is_listconfig(value) else [value]
+    if not values or not all(
+        not isinstance(v, bool) and isinstance(v, (int, float)) and 0 < float(v) < float("inf") for v in values
+    ):
+        raise ConfigError(
+            "diffusion.sigma_data", f"must be a finite number > 0 or a list of them, got {_plain(value)!r}"
+        )
+    floats = tuple(float(v) for v in values)
+    return floats if len(values) > 1 or not isinstance(value, (int, float)) else floats[0]
+
+
+def _is_listconfig(value: object) -> bool:
+    from omegaconf import ListConfig
+
+    return isinstance(value, ListConfig)
+
+
+def _plain(value: object) -> object:
+    return list(value) if _is_listconfig(value) else value
 
 
 class NoiseProcess:
@@ -67,14 +86,16 @@ class NoiseProcess:
                 f"unknown '{settings.prediction_type}' (choose from {', '.join(PREDICTION_TYPES)})",
             )
         check_sigma_data(settings.sigma_data)
+        if settings.time_sampling not in TIME_SAMPLING:
+            raise ConfigError(
+                "diffusion.time_sampling",
+                f"unknown '{settings.time_sampling}' (choose from {', '.join(TIME_SAMPLING)})",
+            )
+        if settings.time_sampling == "lognormal" and not 0 < float(settings.lognormal_std) < float("inf"):
+            raise ConfigError("diffusion.lognormal_std", f"must be a finite number > 0, got {settings.lognormal_std!r}")
         if self.kind == "rflow":
             from monai.networks.schedulers import RFlowScheduler
 
-            if settings.time_sampling not in TIME_SAMPLING:
-                raise ConfigError(
-                    "diffusion.time_sampling",
-                    f"unknown '{settings.time_sampling}' (choose from {', '.join(TIME_SAMPLING)})",
-                )
             self.scheduler = RFlowScheduler(num_train_timesteps=self.T, use_discrete_timesteps=True)
             self.sigma = torch.arange(self.T, dtype=torch.float64) / self.T
             self.alpha = 1.0 - self.sigma
@@ -96,17 +117,28 @@ class NoiseProcess:
 
     # ------------------------------------------------------------------ training
     def sample_timesteps(self, batch_size: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-        """(B,) long training timesteps in [0, T) drawn from ``generator``.
+        """(B,) long training timesteps in [0, T) drawn from ``generator``, by ``diffusion.time_sampling``:
 
-        DDPM: uniform. rflow: ``diffusion.time_sampling`` (uniform, or logit-normal as in SD3/MAISI
-        with ``logit_loc``/``logit_scale``). Drawn here rather than by ``RFlowScheduler.sample_timesteps``,
-        which takes no generator: an exact resume needs every draw from the seeded generator.
+        - ``uniform``: every timestep alike (DDPM's usual choice);
+        - ``logit-normal``: t / T = sigmoid(``logit_loc`` + ``logit_scale`` z), as in SD3/MAISI;
+        - ``lognormal``: EDM's training noise law, ln(sigma / alpha) ~ N(``lognormal_mean``,
+          ``lognormal_std``^2), snapped to the training timestep nearest in ln(sigma / alpha) (rflow's
+          clean t = 0 is never drawn).
+
+        Drawn here rather than by MONAI's ``RFlowScheduler.sample_timesteps``, which takes no generator:
+        an exact resume needs every draw from the seeded generator.
         """
-        if self.kind == "rflow" and self.settings.time_sampling == "logit-normal":
-            z = torch.randn(batch_size, generator=generator, device=device)
+        kind = self.settings.time_sampling
+        if kind == "uniform":
+            return torch.randint(0, self.T, (batch_size,), generator=generator, device=device)
+        z = torch.randn(batch_size, generator=generator, device=device)
+        if kind == "logit-normal":
             u = torch.sigmoid(self.settings.logit_loc + self.settings.logit_scale * z)
             return (u * self.T).long().clamp_(0, self.T - 1)
-        return torch.randint(0, self.T, (batch_size,), generator=generator, device=device)
+        log_s = (self.settings.lognormal_mean + self.settings.lognormal_std * z).double().cpu()
+        table = (self.sigma / self.alpha).log()  # ascending in t; rflow t = 0: -inf
+        midpoints = 0.5 * (table[1:] + table[:-1])
+        return torch.searchsorted(midpoints, log_s).clamp_(0, self.T - 1).to(device)
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """x_t (same shape as x0) through the MONAI scheduler."""
@@ -131,14 +163,42 @@ class NoiseProcess:
             return x0 - noise
         alpha, sigma = self.scales(timesteps, x0)
         if kind == "edm":
-            c_skip, c_out = self.edm_coefficients(alpha, sigma)  # rflow t = 0: c_out = 0 and F = 0
+            c_skip, c_out = self.edm_coefficients(alpha, sigma, x0)  # rflow t = 0: c_out = 0 and F = 0
             return (x0 - c_skip * (alpha * x0 + sigma * noise) / alpha) / c_out.clamp_min(1e-12)
         return alpha * noise - sigma * x0
 
-    def edm_coefficients(self, alpha, sigma):
-        """EDM's (c_skip, c_out) at (alpha, sigma) (floats or tensors): x0 = c_skip x / alpha + c_out F."""
-        s, sd2 = sigma / alpha, float(self.settings.sigma_data) ** 2
-        return sd2 / (s**2 + sd2), s * sd2**0.5 / (s**2 + sd2) ** 0.5
+    def edm_coefficients(self, alpha, sigma, like: torch.Tensor | None = None):
+        """EDM's (c_skip, c_out) at (alpha, sigma) (floats or tensors): x0 = c_skip x / alpha + c_out F.
+
+        With a per-channel ``sigma_data`` the coefficients are (1, C, 1, ...) tensors (times alpha's
+        shape) for ``like`` (B, C, ...), on its device (see :meth:`sigma_data_for`).
+        """
+        s = sigma / alpha
+        sd = self.sigma_data_for(like)
+        return sd**2 / (s**2 + sd**2), s * sd / (s**2 + sd**2) ** 0.5
+
+    def sigma_data_for(self, like: torch.Tensor | None) -> float | torch.Tensor:
+        """``sigma_data`` for the channels of ``like`` (B, C, ...): a float, or a (1, C, 1, ...) tensor.
+
+        A list of L values is one per representation channel (wavelet: the 8 bands, low band first)
+        and repeats for each volume channel (a paired model's label channels), as ``clip_bounds``
+        does; C must be a multiple of L.
+        """
+        value = check_sigma_data(self.settings.sigma_data)
+        if isinstance(value, float):
+            return value
+        if like is None:
+            raise ValueError("a per-channel sigma_data needs the tensor whose channels it scales")
+        channels = int(like.shape[1])
+        if channels % len(value):
+            raise ConfigError(
+                "diffusion.sigma_data",
+                f"has {len(value)} values, but the model diffuses {channels} channels (give one value per "
+                "representation channel: 1 for pixel, 8 for wavelet)",
+            )
+        dtype = like.dtype if like.is_floating_point() else torch.float64
+        sd = torch.tensor(value, dtype=dtype, device=like.device).repeat(channels // len(value))
+        return sd.view(1, channels, *([1] * (like.ndim - 2)))
 
     def snr(self, timesteps: torch.Tensor) -> torch.Tensor:
         """SNR(t) = alpha_t^2 / sigma_t^2, (B,) float32 (clean rflow t = 0: large, not inf)."""
@@ -163,6 +223,8 @@ class NoiseProcess:
         elif kind == "flow":
             scale = sigma**2 / (alpha + sigma) ** 2
         elif kind == "edm":
+            if not isinstance(check_sigma_data(self.settings.sigma_data), float):
+                raise ConfigError("diffusion.min_snr_gamma", "is not supported with a per-channel sigma_data")
             scale = self.edm_coefficients(alpha, sigma)[1] ** 2
         else:
             scale = torch.ones_like(alpha)
@@ -184,7 +246,7 @@ class NoiseProcess:
             x0 = (x + sigma * output) / (alpha + sigma)
             eps = x0 - output
         elif kind == "edm":
-            c_skip, c_out = self.edm_coefficients(alpha, sigma)
+            c_skip, c_out = self.edm_coefficients(alpha, sigma, x)
             x0 = c_skip * x / alpha + c_out * output
             eps = (x - alpha * x0) / sigma
         else:
