@@ -1,5 +1,6 @@
 """A few-step conditional training run: outputs, logged metrics, load_for_sampling, exact resume."""
 
+import re
 import sys
 from pathlib import Path
 
@@ -57,6 +58,7 @@ def test_few_step_run_writes_checkpoints_previews_config_and_metrics(run_a):
     assert len(best) == 1
     losses = train_losses(run_a)
     assert len(losses) == 6 and np.isfinite(losses).all()
+    assert re.search(r"CPU threads: \d+ \(trainer\.num_threads=", (run_a / "train.log").read_text())
 
 
 def test_load_for_sampling_round_trip(run_a, prepared):

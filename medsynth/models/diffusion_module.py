@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import asdict
 from typing import Any
 
@@ -50,6 +51,8 @@ from medsynth.models.representation import (
     default_representation_name,
 )
 from medsynth.models.schedules import warmup_cosine
+
+log = logging.getLogger(__name__)
 
 #: version of the ``checkpoint["medsynth"]`` layout
 CHECKPOINT_FORMAT = 1
@@ -165,7 +168,8 @@ class DiffusionModule(pl.LightningModule):
         """One process on the CPU: apply ``trainer.num_threads`` (``auto``: cores minus load, see
         :mod:`medsynth.models.cpu_threads`). Multi-process runs keep Lightning's per-process split."""
         if self.trainer.strategy.root_device.type == "cpu" and self.trainer.world_size == 1:
-            apply_num_threads(self.config.get("trainer", {}).get("num_threads", "auto"), "cpu")
+            setting = self.config.get("trainer", {}).get("num_threads", "auto")
+            log.info("CPU threads: %d (trainer.num_threads=%s)", apply_num_threads(setting, "cpu"), setting)
 
     def _generator(self, *key: int) -> torch.Generator:
         """A generator on this module's device seeded by (seed, *key): reproducible across resumes."""
