@@ -23,7 +23,11 @@ Notation (code <-> papers):
                     c_skip = s_d^2 / (s^2 + s_d^2), c_out = s s_d / sqrt(s^2 + s_d^2); the input
                     is x_t itself (VP and rflow keep it bounded, so EDM's c_in is left out).
                     s_d = 1 is v-prediction (F = -v); smaller s_d leans towards x0 prediction at
-                    mid noise while low noise stays a near-identity skip (sharp fine texture)
+                    mid noise while low noise stays a near-identity skip (sharp fine texture).
+                    s_d may be one value per representation channel (c_skip is the Wiener weight
+                    of a Gaussian band of SD s_d: wavelet detail bands want their own)
+``time_sampling``   law of the training t: ``uniform``, ``logit-normal`` on t/T, ``lognormal`` on
+                    sigma/alpha (EDM's P_mean, P_std)
 ==================  ==========================================================================
 """
 
@@ -72,6 +76,7 @@ class NoiseProcess:
     Attributes:
         scheduler: the MONAI scheduler (``add_noise``); the only scheduler medsynth builds.
         alpha, sigma: (T,) float64 signal / noise scales at the training timesteps.
+        sigma_data: EDM's s_d, checked: a float, or a tuple with one value per representation channel.
     """
 
     def __init__(self, settings: DiffusionSettings):
@@ -85,7 +90,7 @@ class NoiseProcess:
                 "diffusion.prediction_type",
                 f"unknown '{settings.prediction_type}' (choose from {', '.join(PREDICTION_TYPES)})",
             )
-        check_sigma_data(settings.sigma_data)
+        self.sigma_data = check_sigma_data(settings.sigma_data)
         if settings.time_sampling not in TIME_SAMPLING:
             raise ConfigError(
                 "diffusion.time_sampling",
@@ -184,7 +189,7 @@ class NoiseProcess:
         and repeats for each volume channel (a paired model's label channels), as ``clip_bounds``
         does; C must be a multiple of L.
         """
-        value = check_sigma_data(self.settings.sigma_data)
+        value = self.sigma_data
         if isinstance(value, float):
             return value
         if like is None:
@@ -223,7 +228,7 @@ class NoiseProcess:
         elif kind == "flow":
             scale = sigma**2 / (alpha + sigma) ** 2
         elif kind == "edm":
-            if not isinstance(check_sigma_data(self.settings.sigma_data), float):
+            if not isinstance(self.sigma_data, float):
                 raise ConfigError("diffusion.min_snr_gamma", "is not supported with a per-channel sigma_data")
             scale = self.edm_coefficients(alpha, sigma)[1] ** 2
         else:
