@@ -51,7 +51,7 @@ def check_config(cfg: DictConfig) -> None:
     from medsynth.config_schema import validate_config
     from medsynth.models.bundle import DiffusionSettings
     from medsynth.models.losses import LOSSES, PREDICTION_TYPES, SCHEDULES
-    from medsynth.models.noise import TIME_SAMPLING, check_sigma_data
+    from medsynth.models.noise import check_sigma_data, check_time_sampling
     from medsynth.models.representation import REPRESENTATIONS, WAVELET_SCALINGS, check_detail_gain
 
     validate_config(cfg, CONFIG_NAME)  # typed schema (ConfigStore medsynth_schema/config), sweeps too
@@ -72,7 +72,6 @@ def check_config(cfg: DictConfig) -> None:
         ("model.wavelet_scaling", WAVELET_SCALINGS),
         ("diffusion.prediction_type", PREDICTION_TYPES),
         ("diffusion.schedule", SCHEDULES),
-        ("diffusion.time_sampling", TIME_SAMPLING),
         ("diffusion.loss", LOSSES),
         ("logger.kind", LOGGER_KINDS),
         ("callbacks.progress", PROGRESS_KINDS),
@@ -82,6 +81,7 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(key, f"unknown '{value}' (choose from {', '.join(allowed)})")
     check_detail_gain(OmegaConf.select(cfg, "model.wavelet_detail_gain", default=1.0))
     check_sigma_data(OmegaConf.select(cfg, "diffusion.sigma_data", default=DiffusionSettings.sigma_data))
+    check_time_sampling(OmegaConf.select(cfg, "diffusion.time_sampling", default=DiffusionSettings.time_sampling))
     channels = list(cfg.model.channels)
     if len(cfg.model.attention_levels) != len(channels):
         raise ConfigError(

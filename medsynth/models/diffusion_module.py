@@ -154,7 +154,7 @@ class DiffusionModule(pl.LightningModule):
         self.min_snr_gamma = None if gamma is None else float(gamma)
         if self.diffusion.prediction_type == "edm" and not isinstance(self.diffusion.sigma_data, float):
             # a per-channel sigma_data must fit the diffused channels: one line now, not at the first step
-            self.noise_process.sigma_data_for(torch.zeros(1, int(self.network_kwargs["out_channels"]), 1, 1, 1))
+            self.noise_process.check_channels(int(self.network_kwargs["out_channels"]))
             if self.min_snr_gamma is not None:
                 raise ConfigError("diffusion.min_snr_gamma", "is not supported with a per-channel sigma_data")
         self.cond_drop_prob = (

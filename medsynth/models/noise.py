@@ -33,6 +33,8 @@ Notation (code <-> papers):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from medsynth.errors import ConfigError
@@ -49,25 +51,20 @@ def check_sigma_data(value: object) -> float | tuple[float, ...]:
 
     Raises :class:`ConfigError` unless it is a finite number > 0 or a non-empty list of them.
     """
-    values = list(value) if isinstance(value, (list, tuple)) or _is_listconfig(value) else [value]
+    listed = isinstance(value, Sequence) and not isinstance(value, str)  # list, tuple, OmegaConf ListConfig
+    values = list(value) if listed else [value]
     if not values or not all(
         not isinstance(v, bool) and isinstance(v, (int, float)) and 0 < float(v) < float("inf") for v in values
     ):
-        raise ConfigError(
-            "diffusion.sigma_data", f"must be a finite number > 0 or a list of them, got {_plain(value)!r}"
-        )
-    floats = tuple(float(v) for v in values)
-    return floats if len(values) > 1 or not isinstance(value, (int, float)) else floats[0]
+        raise ConfigError("diffusion.sigma_data", f"must be a finite number > 0 or a list of them, got {value!r}")
+    return tuple(float(v) for v in values) if listed else float(values[0])
 
 
-def _is_listconfig(value: object) -> bool:
-    from omegaconf import ListConfig
-
-    return isinstance(value, ListConfig)
-
-
-def _plain(value: object) -> object:
-    return list(value) if _is_listconfig(value) else value
+def check_time_sampling(value: object) -> str:
+    """``diffusion.time_sampling`` as given; raises :class:`ConfigError` unless it is one of :data:`TIME_SAMPLING`."""
+    if value not in TIME_SAMPLING:
+        raise ConfigError("diffusion.time_sampling", f"unknown '{value}' (choose from {', '.join(TIME_SAMPLING)})")
+    return str(value)
 
 
 class NoiseProcess:
@@ -91,11 +88,7 @@ class NoiseProcess:
                 f"unknown '{settings.prediction_type}' (choose from {', '.join(PREDICTION_TYPES)})",
             )
         self.sigma_data = check_sigma_data(settings.sigma_data)
-        if settings.time_sampling not in TIME_SAMPLING:
-            raise ConfigError(
-                "diffusion.time_sampling",
-                f"unknown '{settings.time_sampling}' (choose from {', '.join(TIME_SAMPLING)})",
-            )
+        check_time_sampling(settings.time_sampling)
         if settings.time_sampling == "lognormal" and not 0 < float(settings.lognormal_std) < float("inf"):
             raise ConfigError("diffusion.lognormal_std", f"must be a finite number > 0, got {settings.lognormal_std!r}")
         if self.kind == "rflow":
@@ -119,6 +112,8 @@ class NoiseProcess:
             )
             alpha_bar = self.scheduler.alphas_cumprod.double()
             self.alpha, self.sigma = alpha_bar.sqrt(), (1.0 - alpha_bar).sqrt()
+        log_s = (self.sigma / self.alpha).log()  # ascending in t; rflow t = 0: -inf
+        self._log_s_midpoints = 0.5 * (log_s[1:] + log_s[:-1])  # lognormal times snap to the nearest t
 
     # ------------------------------------------------------------------ training
     def sample_timesteps(self, batch_size: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -141,9 +136,7 @@ class NoiseProcess:
             u = torch.sigmoid(self.settings.logit_loc + self.settings.logit_scale * z)
             return (u * self.T).long().clamp_(0, self.T - 1)
         log_s = (self.settings.lognormal_mean + self.settings.lognormal_std * z).double().cpu()
-        table = (self.sigma / self.alpha).log()  # ascending in t; rflow t = 0: -inf
-        midpoints = 0.5 * (table[1:] + table[:-1])
-        return torch.searchsorted(midpoints, log_s).clamp_(0, self.T - 1).to(device)
+        return torch.searchsorted(self._log_s_midpoints, log_s).clamp_(0, self.T - 1).to(device)
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """x_t (same shape as x0) through the MONAI scheduler."""
@@ -189,21 +182,26 @@ class NoiseProcess:
         and repeats for each volume channel (a paired model's label channels), as ``clip_bounds``
         does; C must be a multiple of L.
         """
-        value = self.sigma_data
-        if isinstance(value, float):
-            return value
+        if isinstance(self.sigma_data, float):
+            return self.sigma_data
         if like is None:
             raise ValueError("a per-channel sigma_data needs the tensor whose channels it scales")
-        channels = int(like.shape[1])
-        if channels % len(value):
+        values = self.check_channels(int(like.shape[1]))
+        dtype = like.dtype if like.is_floating_point() else torch.float64
+        sd = torch.tensor(values, dtype=dtype, device=like.device)
+        return sd.view(1, len(values), *([1] * (like.ndim - 2)))
+
+    def check_channels(self, channels: int) -> tuple[float, ...]:
+        """A per-channel ``sigma_data`` spread over ``channels`` diffused channels (the L values repeated);
+        raises :class:`ConfigError` naming ``diffusion.sigma_data`` unless ``channels`` is a multiple of L."""
+        values = (self.sigma_data,) if isinstance(self.sigma_data, float) else self.sigma_data
+        if channels % len(values):
             raise ConfigError(
                 "diffusion.sigma_data",
-                f"has {len(value)} values, but the model diffuses {channels} channels (give one value per "
+                f"has {len(values)} values, but the model diffuses {channels} channels (give one value per "
                 "representation channel: 1 for pixel, 8 for wavelet)",
             )
-        dtype = like.dtype if like.is_floating_point() else torch.float64
-        sd = torch.tensor(value, dtype=dtype, device=like.device).repeat(channels // len(value))
-        return sd.view(1, channels, *([1] * (like.ndim - 2)))
+        return values * (channels // len(values))
 
     def snr(self, timesteps: torch.Tensor) -> torch.Tensor:
         """SNR(t) = alpha_t^2 / sigma_t^2, (B,) float32 (clean rflow t = 0: large, not inf)."""
