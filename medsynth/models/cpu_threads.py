@@ -1,18 +1,27 @@
 """CPU thread policy: how many intra-op threads torch uses (``trainer.num_threads`` / sample ``num_threads``).
 
-``auto`` = the CPU cores this process may run on minus the machine's current 1-minute load
-average (rounded down), at least 1. On an idle machine that is every core; on a shared or
-oversubscribed one fewer threads avoid OpenMP threads spin-waiting for a descheduled sibling.
-Measured on a 2-core CPU under a load of ~5 (benchmarks/README.md): one thread made a bf16
-64^3 wavelet training step 2.5x faster and a denoising step 4x faster than two.
-Hand-written: a four-line heuristic that neither torch nor Lightning offers.
+``auto`` = the CPU cores this process may run on minus the cores other work keeps busy (rounded),
+at least 1. On an idle machine that is every core; on a shared or oversubscribed one fewer threads
+avoid OpenMP threads spin-waiting for a descheduled sibling. Measured on a 2-core CPU under a load
+of ~5 (benchmarks/README.md): one thread made a bf16 64^3 wavelet training step 2.5x faster and a
+denoising step 4x faster than two.
+
+"Busy" is measured now, over ``BUSY_WINDOW_S`` of ``/proc/stat`` (Linux), not read from the 1-minute
+load average: that average lags by minutes, so right after ``make demo`` built its virtual environment
+(load average 1.1 on an idle 2-core machine) it made training pick 1 thread. The load average is the
+fallback where ``/proc/stat`` is missing.
+Hand-written: a short heuristic that neither torch nor Lightning offers.
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 import torch
+
+BUSY_WINDOW_S = 0.5
+"""Seconds over which ``busy_cores`` samples ``/proc/stat``."""
 
 
 def available_cores() -> int:
@@ -23,17 +32,42 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def _cpu_times(stat_path: str) -> tuple[int, int]:
+    """(busy, total) jiffies summed over all CPUs, from the first line of ``/proc/stat``."""
+    with open(stat_path) as handle:
+        fields = [int(v) for v in handle.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest is inside user)
+    return total - idle, total
+
+
+def busy_cores(window_s: float = BUSY_WINDOW_S, stat_path: str = "/proc/stat") -> float:
+    """Cores busy over the next ``window_s`` seconds (this process sleeps meanwhile, so it is not counted).
+
+    Machine-wide CPU time from ``stat_path`` times ``os.cpu_count()``; where it cannot be read, the
+    1-minute load average; 0 where neither exists.
+    """
+    try:
+        busy0, total0 = _cpu_times(stat_path)
+        time.sleep(window_s)
+        busy1, total1 = _cpu_times(stat_path)
+        if total1 > total0:
+            return (busy1 - busy0) / (total1 - total0) * (os.cpu_count() or 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return 0.0
+
+
 def resolve_num_threads(setting: int | str | None) -> int | None:
-    """``auto`` -> cores minus floor(1-min load), >= 1; ``null``/``default`` -> None (torch's own choice); N -> N."""
+    """``auto`` -> cores minus round(busy cores), >= 1; ``null``/``default`` -> None (torch's own); N -> N."""
     if setting is None or str(setting) in ("default", "none", "null"):
         return None
     if str(setting) == "auto":
         cores = available_cores()
-        try:
-            busy = int(os.getloadavg()[0])
-        except (AttributeError, OSError):
-            busy = 0
-        return max(1, min(cores, cores - busy))
+        return max(1, min(cores, cores - round(busy_cores())))
     threads = int(setting)
     if threads < 1:
         raise ValueError(f"num_threads must be >= 1, 'auto' or null, got {setting!r}")

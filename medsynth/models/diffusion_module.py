@@ -165,7 +165,7 @@ class DiffusionModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ training
     def setup(self, stage: str) -> None:
-        """One process on the CPU: apply ``trainer.num_threads`` (``auto``: cores minus load, see
+        """One process on the CPU: apply ``trainer.num_threads`` (``auto``: cores minus the cores busy now, see
         :mod:`medsynth.models.cpu_threads`). Multi-process runs keep Lightning's per-process split."""
         if self.trainer.strategy.root_device.type == "cpu" and self.trainer.world_size == 1:
             setting = self.config.get("trainer", {}).get("num_threads", "auto")
