@@ -132,7 +132,8 @@ def test_generate_volumes_reproduces_a_known_distribution(sampler):
 
 
 @pytest.mark.parametrize(
-    "sampler,eta", [("ddpm", 1.0), ("ddim", 0.7), ("pndm", 0.0), ("dpmpp", 0.0), ("dpmpp3m", 0.0), ("heun", 0.0)]
+    "sampler,eta",
+    [("ddpm", 1.0), ("ddim", 0.7), ("pndm", 0.0), ("dpmpp", 0.0), ("dpmpp3m", 0.0), ("dpmpp3m", 1.0), ("heun", 0.0)],
 )
 def test_voxels_do_not_depend_on_batch_size_or_position(sampler, eta):
     bundle = tiny_bundle(num_train_timesteps=10, shape=(8, 8, 8))  # ddpm runs every training step

@@ -23,7 +23,8 @@ next point; lambda = log(a / s); h = lambda_1 - lambda. Shapes: x is (B, C, d, h
   2n - 1 evaluations, Euler for the last step.
 - ``pndm`` (PLMS, Liu et al. 2022): Adams-Bashforth on eps (orders 1-4) through the DDIM transfer.
 - ``dpmpp`` (DPM-Solver++(2M), Lu et al. 2022, Alg. 2) and ``dpmpp3m`` (its 3rd-order multistep,
-  as in k-diffusion's ``sample_dpmpp_3m_sde`` with eta = 0), in data prediction.
+  as in k-diffusion's ``sample_dpmpp_3m_sde``), in data prediction; eta = 0 solves the ODE, eta > 0
+  the SDE (k-diffusion's ``_sde`` samplers: fresh noise each step, e^(-eta h) of the old kept).
 
 Written here rather than taken from MONAI because MONAI 1.6's schedulers stop at alpha_bar_0
 (PNDM ends with ~2% noise left), disagree on their own grids (``DDIMScheduler``: previous
@@ -161,9 +162,14 @@ def sample_pndm(denoise: DenoiseFn, x: torch.Tensor, grid: NoiseGrid, noise: Noi
 
 
 def sample_dpmpp(
-    denoise: DenoiseFn, x: torch.Tensor, grid: NoiseGrid, noise: NoiseFn, order: int = 2
+    denoise: DenoiseFn, x: torch.Tensor, grid: NoiseGrid, noise: NoiseFn, order: int = 2, eta: float = 0.0
 ) -> Iterator[torch.Tensor]:
-    """DPM-Solver++ multistep (data prediction), ``order`` 2 (2M) or 3 (3M); lower order while warming up."""
+    """DPM-Solver++ multistep (data prediction), ``order`` 2 (2M) or 3 (3M); lower order while warming up.
+
+    ``eta`` > 0 is the SDE form (k-diffusion's ``sample_dpmpp_2m_sde`` / ``_3m_sde``): a step keeps
+    e^(-eta h) of x's noise and adds fresh noise of std s1 sqrt(1 - e^(-2 eta h)), so the marginal
+    std stays s1; the data terms use h_eta = (1 + eta) h. eta = 0 is the ODE solver.
+    """
     past: list[tuple[torch.Tensor, float]] = []  # (x0, h of the step that followed it), newest first
     for i in range(len(grid)):
         x0, _ = denoise(x, i)
@@ -172,6 +178,8 @@ def sample_dpmpp(
             yield x0
             return
         h = math.log(a1 / s1) - math.log(a / s)
+        h_eta = (1.0 + eta) * h
+        keep = (s1 / s) * math.exp(-eta * h)  # the share of x carried over
         # DPM-Solver's lower_order_final: below 15 steps the second-to-last step is 2nd order (stability)
         step_order = 2 if (order == 3 and len(grid) < 15 and i == len(grid) - 2) else order
         if step_order == 2 or not past:
@@ -179,10 +187,10 @@ def sample_dpmpp(
             if past:
                 r = past[0][1] / h
                 d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * past[0][0]
-            x = (s1 / s) * x - a1 * math.expm1(-h) * d
+            x = keep * x - a1 * math.expm1(-h_eta) * d
         else:
-            x = (s1 / s) * x - a1 * math.expm1(-h) * x0
-            phi_2 = math.expm1(-h) / h + 1
+            x = keep * x - a1 * math.expm1(-h_eta) * x0
+            phi_2 = math.expm1(-h_eta) / h_eta + 1
             r0 = past[0][1] / h
             d1_0 = (x0 - past[0][0]) / r0
             if len(past) == 1:
@@ -192,8 +200,10 @@ def sample_dpmpp(
                 d1_1 = (past[0][0] - past[1][0]) / r1
                 d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
                 d2 = (d1_0 - d1_1) / (r0 + r1)
-                phi_3 = phi_2 / h - 0.5
+                phi_3 = phi_2 / h_eta - 0.5
                 x = x + a1 * (phi_2 * d1 - phi_3 * d2)
+        if eta > 0:
+            x = x + s1 * math.sqrt(-math.expm1(-2.0 * eta * h)) * noise(tuple(x.shape)).to(x.dtype)
         past = [(x0, h), *past][:2]
         yield x
 
@@ -216,8 +226,8 @@ SAMPLER_SPECS: dict[str, SamplerSpec] = {
     "euler": SamplerSpec(partial(sample_ddim, eta=0.0), 300),
     "heun": SamplerSpec(sample_heun, 35, evals_per_step=2),
     "pndm": SamplerSpec(sample_pndm, 50),
-    "dpmpp": SamplerSpec(partial(sample_dpmpp, order=2), 20),
-    "dpmpp3m": SamplerSpec(partial(sample_dpmpp, order=3), 20),
+    "dpmpp": SamplerSpec(partial(sample_dpmpp, order=2), 20, uses_eta=True),
+    "dpmpp3m": SamplerSpec(partial(sample_dpmpp, order=3), 20, uses_eta=True),
 }
 SAMPLERS = tuple(SAMPLER_SPECS)
 #: default number of grid steps per sampler (ddpm: None = every training timestep)
