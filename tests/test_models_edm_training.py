@@ -52,6 +52,30 @@ def test_lognormal_moves_training_to_low_noise_against_uniform():
     assert below[0] < 0.03 and below[1] > 0.15
 
 
+@pytest.mark.parametrize("process", ["ddpm", "rflow"])
+def test_logsnr_draws_are_uniform_in_log_sigma_over_alpha(process):
+    """``logsnr``: ln(sigma/alpha) uniform over the trained range (mean at its middle, the std of a
+    uniform law, a flat histogram), so low noise gets 10x uniform-t's share and high noise keeps a
+    quarter (lognormal gives it almost none); rflow never draws clean t = 0."""
+    noise = NoiseProcess(DiffusionSettings(**DDPM, prediction_type="edm", process=process, time_sampling="logsnr"))
+    t = draws(noise)
+    assert int(t.min()) >= (1 if process == "rflow" else 0) and int(t.max()) <= 999
+    log_s = (noise.sigma / noise.alpha).log()
+    low, high = float(log_s[1 if process == "rflow" else 0]), float(log_s[-1])
+    drawn = log_s[t]
+    assert abs(float(drawn.mean()) - (low + high) / 2) < 0.03 * (high - low)
+    assert abs(float(drawn.std()) - (high - low) / math.sqrt(12)) < 0.03 * (high - low)
+    counts = torch.histc(drawn.float(), bins=4, min=low, max=high)
+    assert float(counts.min() / counts.max()) > 0.85
+    torch.testing.assert_close(t, draws(noise))
+    if process == "ddpm":
+        s = (noise.sigma / noise.alpha)[t]
+        lognormal = NoiseProcess(DiffusionSettings(**DDPM, prediction_type="edm", time_sampling="lognormal"))
+        s_lognormal = (lognormal.sigma / lognormal.alpha)[draws(lognormal)]
+        assert float((s < 0.1).double().mean()) > 0.15  # uniform t: < 0.03 (above)
+        assert float((s > 7).double().mean()) > 0.2 and float((s_lognormal > 7).double().mean()) < 0.02
+
+
 def test_ddpm_honours_logit_normal_times():
     """``time_sampling`` applies to DDPM as well (it used to be read for rflow only)."""
     settings = DiffusionSettings(**DDPM, prediction_type="epsilon", time_sampling="logit-normal")

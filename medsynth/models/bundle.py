@@ -50,7 +50,7 @@ class DiffusionSettings:
     prediction_type: str  # epsilon | v_prediction | sample | flow (x0 - eps) | edm (EDM preconditioning)
     clip_sample: bool = True
     process: str = "ddpm"  # ddpm (variance preserving) | rflow (rectified flow)
-    time_sampling: str = "uniform"  # training times: uniform | logit-normal (on t/T) | lognormal (on sigma/alpha)
+    time_sampling: str = "uniform"  # training times: uniform | logit-normal (on t/T) | lognormal (on sigma/alpha) | logsnr (uniform in ln(sigma/alpha))
     logit_loc: float = 0.0  # logit-normal location and scale
     logit_scale: float = 1.0
     lognormal_mean: float = -1.2  # lognormal: ln(sigma/alpha) ~ N(mean, std^2) (EDM's P_mean, P_std)

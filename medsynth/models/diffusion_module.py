@@ -3,7 +3,7 @@
 One training step (shapes for a batch of B volumes of (D, H, W) voxels):
     image (B, 1, D, H, W) in [-1, 1] --representation.encode--> x0 (B, C, d, h, w)
     t (B,) in [0, T), noise ~ N(0, I), x_t = alpha_t x0 + sigma_t noise   (medsynth.models.noise: MONAI
-        DDPMScheduler, t uniform; or rflow: MONAI RFlowScheduler, alpha = 1 - t/T, t uniform | logit-normal)
+        DDPMScheduler or rflow: MONAI RFlowScheduler, alpha = 1 - t/T; t drawn by diffusion.time_sampling)
     loss = mean_b w_b * mean_voxels (net(x_t, t, cond) - target)^2    (target: noise | v | x0 | x0 - noise; w: min-SNR or 1)
 
 Noise, timesteps and condition dropout come from a generator seeded by (seed, global step, rank),

@@ -226,9 +226,9 @@ def generate_volumes(
     Args:
         bundle: the model and its training settings (``load_for_sampling`` or ``DiffusionModule.sampling_bundle``).
         seeds: one generator seed per volume; volume i depends on ``seeds[i]`` and the settings only.
-        sampler: a name in :data:`medsynth.sampling.samplers.SAMPLERS` (``dpmpp3m``: 10 steps, the default).
+        sampler: a name in :data:`medsynth.sampling.samplers.SAMPLERS` (``dpmpp3m``, 20 steps, is the default).
         steps: grid steps (network evaluations; heun 2 * steps - 1); ``None``: the sampler's default.
-        eta: DDIM stochasticity (0 deterministic, 1 DDPM-like); ignored by the others.
+        eta: step noise of ddim, dpmpp and dpmpp3m (0 deterministic; ddim 1: DDPM-like; dpmpp 1: the SDE form); ignored by the others.
         guidance_scale: classifier-free guidance weight (1 = plain conditional sampling).
         class_labels: (N,) class indices for a class-conditional model.
         covariates: (N, K) float covariates in ``bundle.conditioning.covariate_keys`` order.
