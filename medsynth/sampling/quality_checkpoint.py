@@ -68,7 +68,8 @@ class QualityCheckpoint(Callback):
             fewer than 3 validation subjects, training subjects are used (said in the log).
         num_reference: at most this many reference volumes (the first in the datamodule's order).
         radiomics: frd-score settings (``frd_version``, ``image_types``, ``mask``, ``bin_width``,
-            ``resampled_spacing``), as ``medsynth evaluate``'s ``radiomics`` group.
+            ``resampled_spacing``), as ``medsynth evaluate``'s ``radiomics`` group (None: its defaults,
+            v1's full feature set).
         z_clip, nearest_k, kid: evaluate's ``radiomics.z_clip``, ``prdc.nearest_k`` and ``kid`` settings.
         cache_dir: radiomics cache of the reference features (None: evaluate's default cache).
     """
@@ -103,7 +104,7 @@ class QualityCheckpoint(Callback):
                 raise ConfigError(f"{key}.{name}", f"must be an integer >= {low}, got {value!r}")
         if reference not in REFERENCES:
             raise ConfigError(f"{key}.reference", f"unknown '{reference}' (choose from {', '.join(REFERENCES)})")
-        radiomics = dict(radiomics or {"image_types": ["Original"]})
+        radiomics = dict(radiomics or {})
         for name in ("image_types", "resampled_spacing"):
             if radiomics.get(name) is not None:
                 radiomics[name] = tuple(radiomics[name])
