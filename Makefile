@@ -27,8 +27,8 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
-# The whole loop on the demo brains (T1 brains from nilearn's MNI152 template; 8 min 51 s measured on 2 idle
-# CPU cores, 11 min 06 s when `num_threads: auto` trained on 1 thread; utility included; see the README). Every stage writes under $(DEMO_DIR);
+# The whole loop on the demo brains (T1 brains from nilearn's MNI152 template; 10 min 18 s measured on 2 idle
+# CPU cores in a fresh clone, the .venv build and utility included; see the README). Every stage writes under $(DEMO_DIR);
 # rerunning starts from scratch.
 # 48 training brains and 16 held-out ones (another seed: other subjects); the metrics compare the
 # synthetic brains with the held-out ones, and with the training ones for memorisation.
