@@ -8,8 +8,11 @@ process's user + system CPU seconds, all threads, <= 2 x 60 x B for a budget of 
 idle cores"; ``OMP_WAIT_POLICY=PASSIVE`` so spin-waiting under contention is not charged):
 
 * ``ms<B>``: ``medsynth train experiment=demo`` (the README's CPU recipe at 32^3, 2 threads, no
-  previews and no best_quality scoring: the budget goes to training; ``last.ckpt`` is sampled) with ``trainer.max_steps`` calibrated so the cosine schedule ends at the budget; the
-  budget stops it in any case. The smallest budget's run also saves snapshots at ``--snapshots``
+  previews and no best_quality scoring: the budget goes to training; ``last.ckpt`` is sampled) with
+  ``trainer.max_steps`` calibrated so the cosine schedule ends at the budget; the budget stops it in
+  any case. ``--quality-every N`` turns the quality checkpoint callback on (scoring every N steps,
+  charged to the budget) and also scores the run's ``best_quality.ckpt`` (row
+  ``<arm>:best_quality``). The smallest budget's run also saves snapshots at ``--snapshots``
   minutes (a snapshot mid-cosine is a lower bound of what a run with that budget would give).
   Sampled with conf/sample.yaml's default sampler.
 * ``--arm NAME:key=value,...``: a variant of the smallest-budget medsynth run with extra Hydra
@@ -79,6 +82,7 @@ class Settings:
     evaluate_args: list[str] = field(default_factory=lambda: ["radiomics.frd_exact=false", "figures=false"])
     train_args: list[str] = field(default_factory=list)
     sample_args: list[str] = field(default_factory=list)
+    quality_every: int = 0  # > 0: the quality checkpoint callback scores every N steps (inside the budget)
 
 
 def smoke_settings() -> Settings:
@@ -187,7 +191,8 @@ def train_medsynth(out: Path, name: str, data: Path, budget_min: float, max_step
     snaps = ",".join(str(int(m * 120)) for m in snapshots_min)
     cmd = medsynth(
         "train", "experiment=demo", f"data.root={data}", "trainer.num_threads=2", f"trainer.max_steps={max_steps}",
-        "callbacks.preview=null", "callbacks.quality=null", "callbacks.progress=none", "logger=none",
+        "callbacks.preview=null", "callbacks.progress=none", "logger=none",
+        f"callbacks.quality.every_n_steps={s.quality_every}" if s.quality_every > 0 else "callbacks.quality=null",
         f"hydra.run.dir={run_dir}",
         "+callbacks.cpu_budget._target_=cpu_budget.CpuBudget", f"+callbacks.cpu_budget.budget_s={budget_min * 120}",
         f"+callbacks.cpu_budget.snapshots_s=[{snaps}]", f"+callbacks.cpu_budget.out_dir={run_dir / 'snapshots'}",
@@ -299,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tutorial-n", type=int, help="tutorial volumes sampled per snapshot (8)")
     p.add_argument("--no-fewstep", action="store_true", help="skip the few-step sampler measurement")
     p.add_argument("--report", action="store_true", help="run nothing: tables from what OUT already holds")
+    p.add_argument("--quality-every", type=int, default=0,
+                   help="score samples every N training steps (callbacks.quality, charged to the budget) and "
+                        "evaluate best_quality.ckpt too; 0 (default) leaves the callback off")
     args = p.parse_args(argv)
     if args.report:
         return report(args.out.resolve())
@@ -310,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     s.tutorial_steps = args.tutorial_steps or s.tutorial_steps
     s.tutorial_n = args.tutorial_n or s.tutorial_n
     s.tutorial_batch = args.tutorial_batch or s.tutorial_batch
+    if args.quality_every < 0:
+        p.error(f"--quality-every must be >= 0, got {args.quality_every}")
+    s.quality_every = args.quality_every
     arms = [parse_arm(a) for a in args.arm]
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -340,6 +351,15 @@ def main(argv: list[str] | None = None) -> int:
         add_scores(book, arm, evaluate(out, arm, data["heldout"], sample_medsynth(out, arm, run_dir / "checkpoints" /
                                                                                    "last.ckpt", n, s, []), s),
                    n=n, sampler="conf/sample.yaml default", train_steps=summary["steps"])
+        best = run_dir / "checkpoints" / "best_quality.ckpt"
+        if s.quality_every > 0 and best.is_file():
+            import torch  # here only: the rest of the benchmark drives medsynth through its CLI
+
+            step = torch.load(best, map_location="cpu", weights_only=False).get("global_step")
+            add_scores(book, f"{arm}:best_quality", evaluate(out, f"{arm}:best_quality", data["heldout"],
+                                                             sample_medsynth(out, f"{arm}:best_quality", best, n, s, []),
+                                                             s),
+                       n=n, sampler="conf/sample.yaml default", train_steps=step, quality_every=s.quality_every)
         for ckpt in sorted((run_dir / "snapshots").glob("cpu_*s.ckpt"), key=lambda c: int(c.stem[4:-1])):
             snap = f"{arm}@{int(ckpt.stem[4:-1]) / 120:g}min"
             add_scores(book, snap, evaluate(out, snap, data["heldout"], sample_medsynth(out, snap, ckpt, n, s, []), s),

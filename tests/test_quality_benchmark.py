@@ -26,7 +26,7 @@ from quality import parse_arm, steps_for_budget  # noqa: E402
 def test_quality_smoke_run_scores_every_arm_against_the_floor(tmp_path: Path) -> None:
     out = tmp_path / "q"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--out", str(out), "--smoke"],
+        [sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--out", str(out), "--smoke", "--quality-every", "3"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -34,12 +34,14 @@ def test_quality_smoke_run_scores_every_arm_against_the_floor(tmp_path: Path) ->
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     by_name = {r["name"]: r for r in json.loads((out / "quality.json").read_text())}
-    for arm in ("floor", "ms0p5", "tut0p5", "ms0p5:dpmpp3m-5", "ms0p5:dpmpp-10"):
+    for arm in ("floor", "ms0p5", "ms0p5:best_quality", "tut0p5", "ms0p5:dpmpp3m-5", "ms0p5:dpmpp-10"):
         for metric in ("frd_d2", "precision", "recall", "density", "coverage", "kid"):
             assert f"{metric}[{arm}]" in by_name, f"missing {metric}[{arm}]"
         d2 = by_name[f"frd_d2[{arm}]"]["value"]
         assert d2 is not None and math.isfinite(d2) and d2 >= 0, (arm, d2)
         assert 0.0 <= by_name[f"precision[{arm}]"]["value"] <= 1.0
+    # --quality-every 3: the callback scored step 3 and its best_quality.ckpt was sampled and evaluated
+    assert by_name["frd_d2[ms0p5:best_quality]"]["detail"]["train_steps"] == 3
     # the medsynth run is stopped by its step limit here; its CPU time is recorded against the budget
     train = by_name["train_cpu_s[ms0p5]"]
     assert train["detail"]["budget_cpu_s"] == 60.0 and train["detail"]["steps"] == 3
