@@ -37,7 +37,7 @@ from medsynth.sampling.samplers import build_sampler
 DESCRIPTION = """\
 medsynth sample: generate synthetic 3D volumes from a trained checkpoint.
 
-  medsynth sample ckpt=RUN|FILE num_samples=N out_dir=DIR [sampler=dpmpp3m|dpmpp|heun|pndm|ddim|euler|ddpm] [steps=K] [grid=auto|uniform|logsnr|karras]
+  medsynth sample ckpt=RUN|FILE num_samples=N out_dir=DIR [sampler=dpmpp3m|dpmpp|heun|pndm|ddim|euler|ddpm] [steps=K] [eta=E] [grid=auto|uniform|logsnr|karras]
                   [seed=S] [guidance_scale=G] [label=V | labels={V:COUNT,...}] [devices=N] ...
   medsynth sample ckpt=RUN|FILE masks_dir=DIR out_dir=DIR ...   (mask-conditioned model: one image per label map)
 
