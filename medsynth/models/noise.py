@@ -140,12 +140,16 @@ class NoiseProcess:
         if kind == "logsnr":
             low, high = self._log_s_range
             u = torch.rand(batch_size, generator=generator, device=device).double().cpu()
-            return torch.searchsorted(self._log_s_midpoints, low + u * (high - low)).clamp_(0, self.T - 1).to(device)
+            return self._nearest_timestep(low + u * (high - low), device)
         z = torch.randn(batch_size, generator=generator, device=device)
         if kind == "logit-normal":
             u = torch.sigmoid(self.settings.logit_loc + self.settings.logit_scale * z)
             return (u * self.T).long().clamp_(0, self.T - 1)
         log_s = (self.settings.lognormal_mean + self.settings.lognormal_std * z).double().cpu()
+        return self._nearest_timestep(log_s, device)
+
+    def _nearest_timestep(self, log_s: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """(B,) long: the training timestep nearest to each ln(sigma / alpha) in ``log_s`` (float64, CPU)."""
         return torch.searchsorted(self._log_s_midpoints, log_s).clamp_(0, self.T - 1).to(device)
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
