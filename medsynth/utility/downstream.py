@@ -104,6 +104,14 @@ def _training_tensors(train: list[LabelledSet], task: str) -> TensorDataset:
     return TensorDataset(images, targets)
 
 
+def set_cpu_threads(cfg) -> None:
+    """Apply ``train.num_threads`` for CPU runs, once for all runs of a utility call (``auto`` samples
+    the machine's load for 0.5 s: :mod:`medsynth.models.cpu_threads`)."""
+    t = cfg.train
+    if str(t.accelerator) == "cpu" or not torch.cuda.is_available():
+        apply_num_threads(t.num_threads, "cpu")
+
+
 def train_and_score(cfg, train: list[LabelledSet], test: LabelledSet, seed: int) -> RunScores:
     """Train one network on the union of ``train`` and score it on ``test``.
 
@@ -115,8 +123,6 @@ def train_and_score(cfg, train: list[LabelledSet], test: LabelledSet, seed: int)
     """
     t = cfg.train
     pl.seed_everything(seed, workers=True, verbose=False)
-    if str(t.accelerator) == "cpu" or not torch.cuda.is_available():
-        apply_num_threads(t.num_threads, "cpu")
     dataset = _training_tensors(train, str(cfg.task.name))
     sampler = RandomSampler(
         dataset,

@@ -28,7 +28,7 @@ from medsynth.data.progress import progress_bar
 from medsynth.errors import ConfigError
 from medsynth.io.atomic import atomic_path, atomic_write_text
 from medsynth.io.fingerprint import require_same_fingerprint
-from medsynth.utility.downstream import RunScores, train_and_score
+from medsynth.utility.downstream import RunScores, set_cpu_threads, train_and_score
 from medsynth.utility.labelled_sets import TASKS, LabelledSet, check_same_grid, read_labelled_set
 from medsynth.utility.splits import RunPlan, held_out_split, plan_runs
 from medsynth.utility.statistics import bootstrap_interval, paired_gain, per_seed_scores, set_score
@@ -72,6 +72,7 @@ def load_sets(cfg) -> tuple[LabelledSet, LabelledSet, LabelledSet | None]:
 def run_all(cfg, pool: LabelledSet, test: LabelledSet, synthetic: LabelledSet | None, runs: list[RunPlan]) -> dict:
     """Train and score every run; returns {(arm, n_real, seed): RunScores}."""
     results: dict[tuple[str, int, int], RunScores] = {}
+    set_cpu_threads(cfg)
     with progress_bar(bool(cfg.progress)) as bar:
         job = bar.add_task("utility runs", total=len(runs))
         for run in runs:
