@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         if s.quality_every > 0 and best.is_file():
             import torch  # here only: the rest of the benchmark drives medsynth through its CLI
 
-            step = torch.load(best, map_location="cpu", weights_only=False).get("global_step")
+            step = torch.load(best, map_location="cpu", weights_only=True, mmap=True).get("global_step")  # no weights read
             add_scores(book, f"{arm}:best_quality", evaluate(out, f"{arm}:best_quality", data["heldout"],
                                                              sample_medsynth(out, f"{arm}:best_quality", best, n, s, []),
                                                              s),
