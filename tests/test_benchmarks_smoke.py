@@ -153,3 +153,24 @@ def test_precision_margin_agrees_with_prdc_precision() -> None:
         synthetic = rng.normal(size=(16, 30)) + shift
         expected = compute_prdc(real_features=real, fake_features=synthetic, nearest_k=5)["precision"]
         assert np.mean(ball_ratios(real, synthetic, 5) < 1) == expected
+
+
+def test_denoiser_error_heldout_gap(tmp_path: Path) -> None:
+    """--heldout scores another prepared folder with the same noise: its own training volumes give a gap of 0."""
+    from train_helpers import TINY_OVERRIDES, make_prepared, run_train
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from denoiser_error import denoiser_error, main
+
+    train = make_prepared(tmp_path / "train", n=4)
+    other = make_prepared(tmp_path / "other", n=4, seed=1)
+    run = tmp_path / "run"
+    overrides = [*TINY_OVERRIDES, "data.val_fraction=0", "callbacks.quality=null", "callbacks.preview=null"]
+    assert run_train([*overrides, f"data.root={train}", "trainer.max_steps=2", f"hydra.run.dir={run}"]) == 0
+    same = denoiser_error(run, "last.ckpt", [10, 500], max_batches=2, heldout=train)
+    differ = denoiser_error(run, "last.ckpt", [10, 500], max_batches=2, heldout=other)
+    for row in same["rows"]:
+        assert row["mse_heldout"] == row["mse_train"] > 0
+    assert all(row["mse_heldout"] != row["mse_train"] for row in differ["rows"])
+    assert [r["mse_train"] for r in same["rows"]] == [r["mse_train"] for r in differ["rows"]]
+    assert main([str(run), "--heldout", str(tmp_path / "missing")]) == 2
