@@ -12,6 +12,7 @@ import pytest
 
 from medsynth import cli
 from medsynth.data.phantom import make_phantom
+from medsynth.metrics.feature_shifts import COLUMNS
 
 SHAPE = (24, 24, 24)
 SET_KEYS = {
@@ -122,6 +123,13 @@ def test_evaluate_writes_metrics_per_image_and_figures(dirs, capsys):
     assert copied["nearest_train"] == "train_00002.nii.gz" and copied["train_nn_similarity"] == pytest.approx(1.0)
     neighbours = pd.read_csv(out / "nearest_neighbours.csv")
     assert neighbours.set_index("case_id").loc["sample_copied", "nearest_train"] == "train_00002.nii.gz"
+    shifts = pd.read_csv(out / "feature_shifts.csv")
+    assert tuple(shifts.columns) == COLUMNS and len(shifts) > 50
+    assert (np.diff(shifts["shift_sd"].abs()) <= 0).all()  # largest shift first
+    # the shares are each feature's part of the mean term of evaluate's own d^2
+    assert (shifts["shift_sd"] ** 2 / d2).to_numpy() == pytest.approx(shifts["share_of_d2"].to_numpy(), rel=1e-5)
+    assert 0 < shifts["share_of_d2"].sum() < 1 and (shifts["sd_ratio"] >= 0).all()
+    assert "feature shifts: the means make" in stdout + stderr
     for name in ("pca_embedding", "feature_distance_histogram", "nearest_neighbours"):
         assert (out / "figures" / f"{name}.png").stat().st_size > 1000
     assert not list(out.rglob(".tmp-*"))
@@ -163,6 +171,9 @@ def test_identical_sets_give_identity_values_end_to_end(dirs, capsys):
     assert (m["precision"], m["recall"], m["density"], m["coverage"]) == (1.0, 1.0, 1.0, 1.0)
     assert m["ms_ssim_real"] == m["ms_ssim_synthetic"]
     assert "memorised" not in pd.read_csv(out / "per_image.csv")
+    shifts = pd.read_csv(out / "feature_shifts.csv")
+    assert (shifts["shift_sd"] == 0).all() and (shifts["share_of_d2"] == 0).all()
+    assert shifts["sd_ratio"].to_numpy() == pytest.approx(1.0)
 
 
 def test_medicalnet_weights_add_fid3d_and_kid3d(dirs, capsys, tmp_path):

@@ -212,3 +212,24 @@ def test_set_metrics_of_a_four_volume_real_set_and_its_split_half_floor():
         ("precision", "recall", "density", "coverage")
     )
     assert floor["frd_d2"] is not None and floor["frd_d2"] > 0
+
+
+def test_feature_shifts_rank_the_shifted_and_the_narrow_features():
+    """A feature moved by 3 real SDs comes first with its share of d^2; a halved spread shows as sd_ratio 0.5."""
+    from medsynth.metrics.feature_shifts import feature_shifts, split_feature_name
+
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(400, 4))
+    synthetic = rng.normal(size=(400, 4))
+    synthetic[:, 2] += 3.0
+    synthetic[:, 1] *= 0.5
+    names = ["firstorder_Mean", "wavelet-LLH_glcm_Contrast", "log-sigma-2-0-mm-3D_firstorder_Median", "ngtdm_Busyness"]
+    table = feature_shifts(real, synthetic, names)
+    top = table.iloc[0]
+    assert (top["feature"], top["image"], top["feature_class"]) == (names[2], "log-sigma-2-0-mm-3D", "firstorder")
+    assert top["shift_sd"] == pytest.approx(3.0, abs=0.15)
+    d2 = set_metrics.radiomics_frechet_d2(real, synthetic)
+    assert top["share_of_d2"] == pytest.approx(top["shift_sd"] ** 2 / d2, rel=1e-6) and top["share_of_d2"] > 0.7
+    ratios = table.set_index("feature")["sd_ratio"]
+    assert ratios[names[1]] == pytest.approx(0.5, abs=0.05) and ratios[names[3]] == pytest.approx(1.0, abs=0.1)
+    assert split_feature_name("firstorder_Mean") == ("original", "firstorder")

@@ -1,5 +1,5 @@
 """The ``medsynth evaluate`` pipeline: real set vs synthetic set -> metrics.json, per_image.csv,
-nearest_neighbours.csv, figures/*.png (every file written atomically, all at the end)."""
+nearest_neighbours.csv, feature_shifts.csv, figures/*.png (every file written atomically, all at the end)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from medsynth.io.fingerprint import (
     require_same_fingerprint,
 )
 from medsynth.io.metrics_schema import SCHEMA, MetricEntry
-from medsynth.metrics import per_image, set_metrics
+from medsynth.metrics import feature_shifts, per_image, set_metrics
 from medsynth.metrics.radiomics_features import RadiomicsSettings, default_cache_dir, extract_features
 from medsynth.metrics.uncertainty import bootstrap_intervals, split_halves
 from medsynth.metrics.volume_folder import case_ids, list_volume_files, load_volumes, model_to_unit
@@ -49,11 +49,13 @@ DIRECTIONS: dict[str, str | tuple[str, float | str]] = {
 @dataclass
 class EvaluationResult:
     """What ``evaluate`` computed: ``metrics`` (the metrics.json dict), ``per_image`` (DataFrame),
-    ``nearest_neighbours`` (DataFrame of names), ``notes`` (lines for the user), ``files`` written."""
+    ``nearest_neighbours`` (DataFrame of names), ``feature_shifts`` (DataFrame, see
+    :mod:`medsynth.metrics.feature_shifts`), ``notes`` (lines for the user), ``files`` written."""
 
     metrics: dict
     per_image: pd.DataFrame
     nearest_neighbours: pd.DataFrame
+    feature_shifts: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
 
@@ -295,6 +297,8 @@ def evaluate(cfg: DictConfig) -> EvaluationResult:
     entries, uncertainty = set_metric_entries(
         real_table, synthetic_table, real_pairs[:2], synthetic_pairs[:2], network, cfg
     )
+    shifts = feature_shifts.feature_shifts(real_table.values, synthetic_table.values, real_table.names)
+    notes.append(feature_shifts.summary_line(shifts))
     space = set_metrics.FeatureSpace.standardise(
         real_table.values, synthetic_table.values, real_table.names, z_clip=float(cfg.radiomics.z_clip)
     )
@@ -376,7 +380,9 @@ def evaluate(cfg: DictConfig) -> EvaluationResult:
         },
     }  # fmt: skip
     _check_finite(metrics)
-    result = EvaluationResult(metrics=metrics, per_image=table, nearest_neighbours=neighbours, notes=notes)
+    result = EvaluationResult(
+        metrics=metrics, per_image=table, nearest_neighbours=neighbours, feature_shifts=shifts, notes=notes
+    )
     if train_raw is not None:
         pairs = ("train", "train_nn_similarity", train_unit, train_index, [f.name for f in train_files])
     else:
@@ -452,10 +458,13 @@ def _write(result, out_dir, cfg, space, synthetic_unit, pairs) -> None:
     neighbours_path = out_dir / "nearest_neighbours.csv"
     with atomic_path(neighbours_path) as tmp:
         result.nearest_neighbours.to_csv(tmp, index=False)
+    shifts_path = out_dir / "feature_shifts.csv"
+    with atomic_path(shifts_path) as tmp:
+        result.feature_shifts.to_csv(tmp, index=False, float_format="%.6g")
     metrics_path = atomic_write_text(
         out_dir / "metrics.json", json.dumps(result.metrics, indent=2, allow_nan=False) + "\n"
     )
-    result.files = [metrics_path, table_path, neighbours_path, *written]
+    result.files = [metrics_path, table_path, neighbours_path, shifts_path, *written]
 
 
 def _pairs_figure(result, cfg, pairs, synthetic_unit, fig_dir: Path) -> Path:

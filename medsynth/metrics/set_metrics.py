@@ -66,19 +66,30 @@ def frd_normalised_features(
     """
     from frd_score import frd
 
-    sets = [np.asarray(real, dtype=np.float64), np.asarray(synthetic, dtype=np.float64)]
     if frd_version == "v1":
-        sets = [s[~np.isnan(s).any(axis=1)].astype(np.float32) for s in sets]
-        if min(len(s) for s in sets) < 2:
-            raise InputFileError("radiomics", "fewer than 2 volumes per set have finite radiomics features")
-        normed = [z_score_by_reference(s, sets[0]) for s in sets]
-        keep = np.ones(normed[0].shape[1], dtype=bool)
-        for s in normed:
-            keep &= np.isfinite(s).all(axis=0)
-        return normed[0][:, keep].astype(np.float64), normed[1][:, keep].astype(np.float64)
+        x, y, _ = frd_v1_space(real, synthetic)
+        return x, y
+    sets = [np.asarray(real, dtype=np.float64), np.asarray(synthetic, dtype=np.float64)]
     joint = np.concatenate(sets, axis=0)
     normed = [frd.min_max_normalize(s, *frd.V0_DEFAULT_NORM_RANGE, base_distribution=joint) for s in sets]
     return np.asarray(normed[0], dtype=np.float64), np.asarray(normed[1], dtype=np.float64)
+
+
+def frd_v1_space(real: np.ndarray, synthetic: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """frd-score v1's space: (real (N', F'), synthetic (M', F'), kept columns (F,) bool).
+
+    Images with a NaN feature are dropped, both sets are z-scored by the real set in float32 and
+    columns that become NaN/Inf in either set (constant over the real set) are dropped.
+    """
+    sets = [np.asarray(real, dtype=np.float64), np.asarray(synthetic, dtype=np.float64)]
+    sets = [s[~np.isnan(s).any(axis=1)].astype(np.float32) for s in sets]
+    if min(len(s) for s in sets) < 2:
+        raise InputFileError("radiomics", "fewer than 2 volumes per set have finite radiomics features")
+    normed = [z_score_by_reference(s, sets[0]) for s in sets]
+    keep = np.ones(normed[0].shape[1], dtype=bool)
+    for s in normed:
+        keep &= np.isfinite(s).all(axis=0)
+    return normed[0][:, keep].astype(np.float64), normed[1][:, keep].astype(np.float64), keep
 
 
 def z_score_by_reference(features: np.ndarray, reference: np.ndarray) -> np.ndarray:
