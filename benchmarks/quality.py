@@ -15,6 +15,9 @@ idle cores"; ``OMP_WAIT_POLICY=PASSIVE`` so spin-waiting under contention is not
   ``<arm>:best_quality``). The smallest budget's run also saves snapshots at ``--snapshots``
   minutes (a snapshot mid-cosine is a lower bound of what a run with that budget would give).
   Sampled with conf/sample.yaml's default sampler.
+* ``--n-train N``: train on N subjects instead of 48 (seed 0, so the first 48 are the default set;
+  folder ``data/prepared/train-n<N>``, arms ``ms<B>-n<N>``); H, R2, the floor and the calibration
+  are the same, so the arms compare with the default ones.
 * ``--arm NAME:key=value,...``: a variant of the smallest-budget medsynth run with extra Hydra
   overrides (e.g. ``--arm uniform:model.wavelet_scaling=uniform``).
 * ``tut<B>``: the MONAI 3d_ddpm tutorial configuration (``benchmarks/quality_tutorial.py``),
@@ -160,12 +163,18 @@ def cpu_per_step(path: Path) -> float:
 # -- data ----------------------------------------------------------------------------------------
 
 
+def _train_suffix(s: Settings) -> str:
+    """``""`` for the default training set size, ``-n<N>`` otherwise (its folder and its arms' names)."""
+    return "" if s.n_train == Settings.n_train or s.max_steps else f"-n{s.n_train}"
+
+
 def prepare_data(out: Path, s: Settings) -> dict[str, Path]:
     """T, H and R2: brain demo subjects with disjoint ids and seeds, prepared with one fingerprint."""
     sets = {"train": (s.n_train, 0, "brain"), "heldout": (s.n_heldout, 1, "heldout"), "real2": (s.n_real2, 2, "realtwo")}
     folders = {}
     for name, (n, seed, prefix) in sets.items():
-        raw, prepared = out / "data" / "raw" / name, out / "data" / "prepared" / name
+        folder = name + (_train_suffix(s) if name == "train" else "")  # subject i depends on (seed, i) only
+        raw, prepared = out / "data" / "raw" / folder, out / "data" / "prepared" / folder
         folders[name] = prepared
         if (prepared / "DONE").exists():
             continue
@@ -302,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tutorial-sampler", choices=["ddpm", "ddim"], help="the tutorial's sampler (ddim)")
     p.add_argument("--tutorial-steps", type=int, help="DDIM steps of the tutorial arm (250)")
     p.add_argument("--tutorial-n", type=int, help="tutorial volumes sampled per snapshot (8)")
+    p.add_argument("--n-train", type=int, help="training subjects (48); another size gets its own folder and "
+                   "arm names (ms30-n<N>): the held-out set, the floor and the calibration are shared")
     p.add_argument("--no-fewstep", action="store_true", help="skip the few-step sampler measurement")
     p.add_argument("--report", action="store_true", help="run nothing: tables from what OUT already holds")
     p.add_argument("--quality-every", type=int, default=0,
@@ -318,6 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     s.tutorial_steps = args.tutorial_steps or s.tutorial_steps
     s.tutorial_n = args.tutorial_n or s.tutorial_n
     s.tutorial_batch = args.tutorial_batch or s.tutorial_batch
+    if args.n_train is not None and args.n_train < 2:
+        p.error(f"--n-train must be >= 2, got {args.n_train}")
+    s.n_train = args.n_train or s.n_train
     if args.quality_every < 0:
         p.error(f"--quality-every must be >= 0, got {args.quality_every}")
     s.quality_every = args.quality_every
@@ -337,13 +351,13 @@ def main(argv: list[str] | None = None) -> int:
     for budget in s.budgets_min:
         steps = s.max_steps or steps_for_budget(budget, per_step)
         snaps = s.snapshots_min if budget == s.budgets_min[0] else []
-        runs[f"ms{_tag(budget)}"] = (train_medsynth(out, f"ms{_tag(budget)}", data["train"], budget, steps, snaps, [], s),
-                                     budget)
+        arm = f"ms{_tag(budget)}{_train_suffix(s)}"
+        runs[arm] = (train_medsynth(out, arm, data["train"], budget, steps, snaps, [], s), budget)
     for name, overrides in arms:
         budget = s.budgets_min[0]
         steps = s.max_steps or steps_for_budget(budget, per_step)
-        runs[f"ms{_tag(budget)}-{name}"] = (
-            train_medsynth(out, f"ms{_tag(budget)}-{name}", data["train"], budget, steps, [], overrides, s), budget)
+        arm = f"ms{_tag(budget)}{_train_suffix(s)}-{name}"
+        runs[arm] = (train_medsynth(out, arm, data["train"], budget, steps, [], overrides, s), budget)
 
     for arm, (run_dir, budget) in runs.items():
         summary = cpu_log_summary(run_dir / "cpu_log.csv")
@@ -386,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
                        sampler=f"{s.tutorial_sampler}-{timing['steps']}", train_steps=timing["train_step"])
 
     if not args.no_fewstep:
-        arm = f"ms{_tag(s.budgets_min[-1])}"
+        arm = f"ms{_tag(s.budgets_min[-1])}{_train_suffix(s)}"
         ckpt = runs[arm][0] / "checkpoints" / "last.ckpt"
         for sampler, steps in FEWSTEP:
             name = f"{arm}:{sampler}-{steps or 'all'}"
