@@ -21,7 +21,8 @@ ms_ssim_real, ms_ssim_synthetic, fid3d/kid3d with feature_extractor.weights=PATH
 (case_id = synthetic file name without extension, then per-image scores; with train_dir the nearest
 training file, its similarity and the memorised flag), out_dir/nearest_neighbours.csv,
 out_dir/feature_shifts.csv (per radiomics feature: shift of the synthetic mean in real SDs, SD ratio, share
-of FRD d^2; the three largest are printed) and out_dir/figures/*.png. Radiomics features are cached by file content and settings (radiomics.cache_dir).
+of FRD d^2; the three largest are printed) and out_dir/figures/*.png. Radiomics features are cached by
+file content and settings (radiomics.cache_dir).
 See docs/evaluation.md for what each metric means.
 
 defaults (conf/evaluate.yaml; override any key as key=value):
