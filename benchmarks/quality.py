@@ -86,6 +86,7 @@ class Settings:
     train_args: list[str] = field(default_factory=list)
     sample_args: list[str] = field(default_factory=list)
     quality_every: int = 0  # > 0: the quality checkpoint callback scores every N steps (inside the budget)
+    train_tag: str = ""  # "-n<N>" when --n-train changes n_train: the training folder's and the arms' suffix
 
 
 def smoke_settings() -> Settings:
@@ -163,17 +164,12 @@ def cpu_per_step(path: Path) -> float:
 # -- data ----------------------------------------------------------------------------------------
 
 
-def _train_suffix(s: Settings) -> str:
-    """``""`` for the default training set size, ``-n<N>`` otherwise (its folder and its arms' names)."""
-    return "" if s.n_train == Settings.n_train or s.max_steps else f"-n{s.n_train}"
-
-
 def prepare_data(out: Path, s: Settings) -> dict[str, Path]:
     """T, H and R2: brain demo subjects with disjoint ids and seeds, prepared with one fingerprint."""
     sets = {"train": (s.n_train, 0, "brain"), "heldout": (s.n_heldout, 1, "heldout"), "real2": (s.n_real2, 2, "realtwo")}
     folders = {}
     for name, (n, seed, prefix) in sets.items():
-        folder = name + (_train_suffix(s) if name == "train" else "")  # subject i depends on (seed, i) only
+        folder = name + (s.train_tag if name == "train" else "")  # subject i depends on (seed, i) only
         raw, prepared = out / "data" / "raw" / folder, out / "data" / "prepared" / folder
         folders[name] = prepared
         if (prepared / "DONE").exists():
@@ -331,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     s.tutorial_batch = args.tutorial_batch or s.tutorial_batch
     if args.n_train is not None and args.n_train < 2:
         p.error(f"--n-train must be >= 2, got {args.n_train}")
-    s.n_train = args.n_train or s.n_train
+    if args.n_train is not None and args.n_train != s.n_train:
+        s.n_train, s.train_tag = args.n_train, f"-n{args.n_train}"
     if args.quality_every < 0:
         p.error(f"--quality-every must be >= 0, got {args.quality_every}")
     s.quality_every = args.quality_every
@@ -351,12 +348,12 @@ def main(argv: list[str] | None = None) -> int:
     for budget in s.budgets_min:
         steps = s.max_steps or steps_for_budget(budget, per_step)
         snaps = s.snapshots_min if budget == s.budgets_min[0] else []
-        arm = f"ms{_tag(budget)}{_train_suffix(s)}"
+        arm = f"ms{_tag(budget)}{s.train_tag}"
         runs[arm] = (train_medsynth(out, arm, data["train"], budget, steps, snaps, [], s), budget)
     for name, overrides in arms:
         budget = s.budgets_min[0]
         steps = s.max_steps or steps_for_budget(budget, per_step)
-        arm = f"ms{_tag(budget)}{_train_suffix(s)}-{name}"
+        arm = f"ms{_tag(budget)}{s.train_tag}-{name}"
         runs[arm] = (train_medsynth(out, arm, data["train"], budget, steps, [], overrides, s), budget)
 
     for arm, (run_dir, budget) in runs.items():
@@ -400,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
                        sampler=f"{s.tutorial_sampler}-{timing['steps']}", train_steps=timing["train_step"])
 
     if not args.no_fewstep:
-        arm = f"ms{_tag(s.budgets_min[-1])}{_train_suffix(s)}"
+        arm = f"ms{_tag(s.budgets_min[-1])}{s.train_tag}"
         ckpt = runs[arm][0] / "checkpoints" / "last.ckpt"
         for sampler, steps in FEWSTEP:
             name = f"{arm}:{sampler}-{steps or 'all'}"
