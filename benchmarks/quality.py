@@ -27,8 +27,10 @@ idle cores"; ``OMP_WAIT_POLICY=PASSIVE`` so spin-waiting under contention is not
 
 Each arm's N = |H| samples are scored against H by ``medsynth evaluate`` (frd = ln d^2 as frd-score
 v1 returns it, frd_d2 = d^2, KID, precision, recall, density, coverage, bootstrap CIs), beside the
-floor (R2 against H, same command). ``--fewstep`` samples the largest-budget medsynth model with
-dpmpp3m at 5/10/20 steps, dpmpp at 10 and DDPM over every training step, and scores each.
+floor (R2 against H, same command). The few-step stage (off with ``--no-fewstep``) samples the
+largest-budget medsynth run as ``medsynth sample ckpt=RUN`` does (its ``best_quality.ckpt`` when the
+quality callback ran, else ``last.ckpt``) with each sampler of :data:`FEWSTEP` (the ODE solvers at 5-20
+steps, their stochastic forms at 10-20, DDPM over every training step) and scores each.
 
 Every stage skips work whose output exists (``DONE`` markers), so an interrupted benchmark resumes::
 
@@ -57,10 +59,15 @@ from records import RecordBook  # noqa: E402
 
 #: metrics.json entries reported per arm, in table order
 METRICS = ("frd_d2", "frd", "kid", "precision", "recall", "density", "coverage")
-#: (sampler, steps) of the few-step measurement; steps None = every training timestep
-FEWSTEP = (("dpmpp3m", 5), ("dpmpp3m", 10), ("dpmpp3m", 20), ("dpmpp", 10), ("ddpm", None))
-#: the smoke run's subset: both solvers, a few-step grid each
-SMOKE_FEWSTEP = (("dpmpp3m", 5), ("dpmpp", 10))
+#: (sampler, steps, eta) of the few-step measurement; steps None = every training timestep; eta None = the
+#: sampler's own (conf/sampler), 1 = the stochastic (SDE / ancestral) form, which docs/sampling.md found
+#: closer to DDPM-1000 on the demo model
+FEWSTEP = (
+    ("dpmpp3m", 5, None), ("dpmpp3m", 10, None), ("dpmpp3m", 20, None), ("dpmpp", 10, None),
+    ("dpmpp", 10, 1.0), ("dpmpp", 20, 1.0), ("ddim", 10, 1.0), ("ddim", 20, 1.0), ("ddpm", None, None),
+)
+#: the smoke run's subset: both solvers, a few-step grid each, one stochastic form
+SMOKE_FEWSTEP = (("dpmpp3m", 5, None), ("dpmpp", 10, None), ("ddim", 10, 1.0))
 
 
 @dataclass
@@ -398,15 +405,18 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.no_fewstep:
         arm = f"ms{_tag(s.budgets_min[-1])}{s.train_tag}"
-        ckpt = runs[arm][0] / "checkpoints" / "last.ckpt"
-        for sampler, steps in FEWSTEP:
-            name = f"{arm}:{sampler}-{steps or 'all'}"
+        run_dir = runs[arm][0]  # sampled as `medsynth sample ckpt=RUN` picks: best_quality.ckpt, else last.ckpt
+        picked = next(c for c in ("best_quality.ckpt", "last.ckpt") if (run_dir / "checkpoints" / c).is_file())
+        for sampler, steps, eta in FEWSTEP:
+            name = f"{arm}:{sampler}-{steps or 'all'}" + (f"-eta{eta:g}" if eta is not None else "")
             overrides = [f"sampler={sampler}"] + ([f"sampler.steps={steps}"] if steps else [])
-            if args.smoke and (sampler, steps) not in SMOKE_FEWSTEP:
+            overrides += [f"sampler.eta={eta:g}"] if eta is not None else []
+            if args.smoke and (sampler, steps, eta) not in SMOKE_FEWSTEP:
                 continue  # DDPM over every training step is 1000 network calls: not a smoke test
-            folder = sample_medsynth(out, name, ckpt, n, s, overrides)
+            folder = sample_medsynth(out, name, run_dir, n, s, overrides)
             add_scores(book, name, evaluate(out, name, data["heldout"], folder, s), n=n, sampler=sampler,
-                       steps=steps, sample_wall_s=json.loads((folder / "timing.json").read_text())["wall_s"])
+                       steps=steps, eta=eta, checkpoint=picked,
+                       sample_wall_s=json.loads((folder / "timing.json").read_text())["wall_s"])
     book.add("load_at_end", os.getloadavg()[0], "load1")
     table = quality_table(book)
     book.write(out / "quality.json")

@@ -8,6 +8,7 @@ only that they exist and are well formed.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import subprocess
@@ -34,7 +35,8 @@ def test_quality_smoke_run_scores_every_arm_against_the_floor(tmp_path: Path) ->
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     by_name = {r["name"]: r for r in json.loads((out / "quality.json").read_text())}
-    for arm in ("floor", "ms0p5", "ms0p5:best_quality", "tut0p5", "ms0p5:dpmpp3m-5", "ms0p5:dpmpp-10"):
+    fewstep = ("ms0p5:dpmpp3m-5", "ms0p5:dpmpp-10", "ms0p5:ddim-10-eta1")
+    for arm in ("floor", "ms0p5", "ms0p5:best_quality", "tut0p5", *fewstep):
         for metric in ("frd_d2", "precision", "recall", "density", "coverage", "kid"):
             assert f"{metric}[{arm}]" in by_name, f"missing {metric}[{arm}]"
         d2 = by_name[f"frd_d2[{arm}]"]["value"]
@@ -42,6 +44,16 @@ def test_quality_smoke_run_scores_every_arm_against_the_floor(tmp_path: Path) ->
         assert 0.0 <= by_name[f"precision[{arm}]"]["value"] <= 1.0
     # --quality-every 3: the callback scored step 3 and its best_quality.ckpt was sampled and evaluated
     assert by_name["frd_d2[ms0p5:best_quality]"]["detail"]["train_steps"] == 3
+    # the few-step samplers ran on what `medsynth sample ckpt=RUN` picks (the best_quality checkpoint here),
+    # with the sampler, steps and eta of their row (read back from each sample manifest)
+    expected = {"ms0p5:dpmpp3m-5": ("dpmpp3m", "5", 0.0), "ms0p5:dpmpp-10": ("dpmpp", "10", 0.0),
+                "ms0p5:ddim-10-eta1": ("ddim", "10", 1.0)}
+    for arm, (sampler, steps, eta) in expected.items():
+        assert by_name[f"frd_d2[{arm}]"]["detail"]["checkpoint"] == "best_quality.ckpt"
+        with open(out / "samples" / arm / "manifest.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert {(r["sampler"], r["steps"], float(r["eta"])) for r in rows} == {(sampler, steps, eta)}, arm
+        assert {Path(r["checkpoint"]).name for r in rows} == {"best_quality.ckpt"}, arm
     # the medsynth run is stopped by its step limit here; its CPU time is recorded against the budget
     train = by_name["train_cpu_s[ms0p5]"]
     assert train["detail"]["budget_cpu_s"] == 60.0 and train["detail"]["steps"] == 3
