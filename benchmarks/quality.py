@@ -63,8 +63,9 @@ METRICS = ("frd_d2", "frd", "kid", "precision", "recall", "density", "coverage")
 #: sampler's own (conf/sampler), 1 = the stochastic (SDE / ancestral) form, which docs/sampling.md found
 #: closer to DDPM-1000 on the demo model
 FEWSTEP = (
-    ("dpmpp3m", 5, None), ("dpmpp3m", 10, None), ("dpmpp3m", 20, None), ("dpmpp", 10, None),
-    ("dpmpp", 10, 1.0), ("dpmpp", 20, 1.0), ("ddim", 10, 1.0), ("ddim", 20, 1.0), ("ddpm", None, None),
+    ("dpmpp3m", 5, None), ("dpmpp3m", 10, None), ("dpmpp3m", 15, None), ("dpmpp3m", 20, None),
+    ("dpmpp", 10, None), ("dpmpp", 9, 1.0), ("dpmpp", 10, 1.0), ("dpmpp", 20, 1.0), ("ddim", 10, 1.0),
+    ("ddim", 20, 1.0), ("ddpm", None, None),
 )
 #: the smoke run's subset: both solvers, a few-step grid each, one stochastic form
 SMOKE_FEWSTEP = (("dpmpp3m", 5, None), ("dpmpp", 10, None), ("ddim", 10, 1.0))
