@@ -4,6 +4,9 @@
     python benchmarks/run.py --out full.json           # + 32^3 (DDPM-1000 end to end)/128^3, ablation, memory, data wait, FRD
     python benchmarks/run.py --smoke --out s.json      # seconds: tiny shapes, every code path (the test suite)
 
+medsynth's volume is timed with the default sampler and with ``--few-step`` (dpmpp, 10 steps, eta 1:
+the 10-evaluation setting the quality benchmark measured within 10% of DDPM-1000), each against DDPM-1000/DDIM-250.
+
 Writes ``--out`` (a JSON list of {name, value, unit, detail}) and the same records as a markdown
 table beside it (``.md``), and prints the table.
 
@@ -65,6 +68,23 @@ from records import RecordBook  # noqa: E402
 
 #: 1000 DDPM steps: the tutorial's sampler
 BASELINE_SAMPLING_STEPS = 1000
+#: the few-step sampler timed beside the default: DPM-Solver++(2M) SDE, 10 network evaluations, which
+#: the quality benchmark measured within 10% of DDPM-1000's d^2 on two trained models (docs/sampling.md)
+FEW_STEP = "dpmpp:10:1.0"
+FEW_STEP_QUALITY = (
+    "d^2 within 10% of DDPM-1000 from the same checkpoint on the 32^3 brain models of the quality benchmark "
+    "(benchmarks/README.md, docs/sampling.md); timing only here (untrained weights)"
+)
+
+
+def few_step_settings(spec: str) -> dict[str, Any] | None:
+    """``NAME:STEPS:ETA`` -> ``conf/sampler/<NAME>.yaml`` with those steps and eta; ``none`` -> None."""
+    if spec.lower() == "none":
+        return None
+    name, steps, eta = spec.split(":")  # checked by parse_args
+    sampler = sampler_settings(name)
+    sampler.update(steps=int(steps), eta=float(eta))
+    return sampler
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -81,6 +101,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default=None, help="model config group (default: conf/config.yaml's)")
     parser.add_argument(
         "--sampler", default=None, help="medsynth's sampler (conf/sampler/<name>.yaml; default: conf/sample.yaml's)"
+    )
+    parser.add_argument(
+        "--few-step",
+        default=FEW_STEP,
+        help="a second medsynth sampler timed beside the default, NAME:STEPS:ETA (default %(default)s: the "
+        "10-evaluation setting measured within 10%% of DDPM-1000's d^2, docs/sampling.md); 'none': skip",
     )
     parser.add_argument(
         "--sizes", type=int, nargs="*", default=None, help="cube sides (default 64; full: 32 64 128)"
@@ -116,7 +142,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--workdir", default=None, help="data/checkpoints for data-wait and quality (default: temp)"
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.few_step.lower() != "none":
+        parts = args.few_step.split(":")
+        try:
+            int(parts[1]), float(parts[2])
+            known = (Path(__file__).resolve().parents[1] / "conf" / "sampler" / f"{parts[0]}.yaml").is_file()
+            ok = len(parts) == 3 and known
+        except (IndexError, ValueError):
+            ok = False
+        if not ok:
+            parser.error(f"--few-step {args.few_step!r}: expected NAME:STEPS:ETA with NAME in conf/sampler/ (e.g. {FEW_STEP}) or none")
+    return args
 
 
 class Plan:
@@ -178,6 +215,7 @@ def measure_size(book: RecordBook, args, plan: Plan, device: torch.device, side:
     sampler = sampler_settings(args.sampler)
     if plan.sampler_steps:
         sampler["steps"] = plan.sampler_steps
+    few_step = few_step_settings(args.few_step)
     unet = {
         k: model_cfg[k]
         for k in ("channels", "attention_levels", "num_res_blocks", "num_head_channels", "norm_num_groups")
@@ -195,19 +233,29 @@ def measure_size(book: RecordBook, args, plan: Plan, device: torch.device, side:
         info.update(precision=result["precision"], representation=result["representation"])
         return result["seconds"]
 
-    def ms_volume(warm: bool) -> list[float]:
+    def ms_volume(warm: bool, settings: dict[str, Any], key: str = "sampler_name") -> list[float]:
         result = time_sampling(
-            module, sampler, device, 1, threads=torch.get_num_threads(), warmup=warm
+            module, settings, device, 1, threads=torch.get_num_threads(), warmup=warm
         )
-        info.update(sample_precision=result["precision"], sampler_name=f"{result['sampler']}-{result['steps']}")
+        eta = f"-eta{settings['eta']:g}" if settings.get("eta") else ""
+        info.update({"sample_precision": result["precision"], key: f"{result['sampler']}-{result['steps']}{eta}"})
         return result["seconds"]
 
     n = PEAK_N.get(device.type, 2048)
     tasks = [
         Task("medsynth_train", lambda _: ms_train(1), lambda _: ms_train(plan.medsynth_warmup)),
-        Task("medsynth_volume", lambda _: ms_volume(False), lambda _: ms_volume(True)),
+        Task("medsynth_volume", lambda _: ms_volume(False, sampler), lambda _: ms_volume(True, sampler)),
         Task("peak_bf16_matmul", lambda _: [matmul_seconds(device, torch.bfloat16, n)]),
     ]
+    if few_step:
+        tasks.insert(
+            2,
+            Task(
+                "medsynth_volume_fewstep",
+                lambda _: ms_volume(False, few_step, "few_step_name"),
+                lambda _: ms_volume(True, few_step, "few_step_name"),
+            ),
+        )
     if feasible:
         torch.manual_seed(0)
         train_net = tutorial_unet_from_config(model_cfg).to(device)
@@ -293,6 +341,8 @@ def record_size(book, plan, series, side, common, fairness, info, sampler, feasi
         "precision": info.get("sample_precision"),
         "how": "generate_volumes end to end (noise, solver, decode), batch 1",
     }
+    few_step = ("medsynth_volume_fewstep", counts[0]) in series
+    few_detail = sample_detail | {"sampler": info.get("few_step_name"), "quality": FEW_STEP_QUALITY}
     ddpm_how = (
         f"median DDPM step (network call + O(voxels) scheduler update) x {BASELINE_SAMPLING_STEPS}: "
         "extrapolated, every step is the same network call"
@@ -302,18 +352,33 @@ def record_size(book, plan, series, side, common, fairness, info, sampler, feasi
         tag = f"[threads={threads}]"
         add_series(f"medsynth_train_step_{side}{tag}", "medsynth_train", threads, "s/step", **ms_detail, **common)
         add_series(f"medsynth_sample_volume_{side}{tag}", "medsynth_volume", threads, "s/volume", **sample_detail)
+        if few_step:
+            add_series(
+                f"medsynth_sample_volume_fewstep_{side}{tag}", "medsynth_volume_fewstep", threads, "s/volume", **few_detail
+            )
         if not feasible:
             continue
         add_series(f"baseline_train_step_{side}{tag}", "baseline_train", threads, "s/step", precision="32-true")
         add_series(f"baseline_ddpm_step_{side}{tag}", "baseline_ddpm_step", threads, "s/step")
         add_series(f"baseline_ddim_step_{side}{tag}", "baseline_ddim_step", threads, "s/step")
         add_speedups(book, f"{side}{tag}", series, threads, threads, fairness)
-    best = {name: best_threads(series, name, counts) for name in ("medsynth_train", "medsynth_volume")}
+    ms_tasks = ("medsynth_train", "medsynth_volume") + (("medsynth_volume_fewstep",) if few_step else ())
+    best = {name: best_threads(series, name, counts) for name in ms_tasks}
     add_series(f"medsynth_train_step_{side}", "medsynth_train", best["medsynth_train"], "s/step", **ms_detail, **common)
     book.add(f"medsynth_train_throughput_{side}", common["batch"] / float(np.median(series[("medsynth_train", best["medsynth_train"])].values)), "volumes/s")
     add_series(f"medsynth_sample_volume_{side}", "medsynth_volume", best["medsynth_volume"], "s/volume", **sample_detail)
+    if few_step:
+        add_series(
+            f"medsynth_sample_volume_fewstep_{side}",
+            "medsynth_volume_fewstep",
+            best["medsynth_volume_fewstep"],
+            "s/volume",
+            **few_detail,
+        )
     if not feasible:
-        for name in ("train_speedup", "sample_speedup", "sample_speedup_ddim250"):
+        names = ("train_speedup", "sample_speedup", "sample_speedup_ddim250")
+        names += ("sample_speedup_fewstep", "sample_speedup_ddim250_fewstep") if few_step else ()
+        for name in names:
             book.add(f"{name}_{side}", None, "x", skipped=reason)
         return
     for name in ("baseline_train", "baseline_ddpm_step", "baseline_ddim_step"):
@@ -347,8 +412,16 @@ def add_speedups(book, suffix, series, base_threads, ms_threads, fairness, best=
         "train_speedup": ("baseline_train", "medsynth_train", 1.0),
         "sample_speedup": ("baseline_ddpm_step", "medsynth_volume", float(BASELINE_SAMPLING_STEPS)),
         "sample_speedup_ddim250": ("baseline_ddim_step", "medsynth_volume", float(TUTORIAL_DDIM_STEPS)),
+        "sample_speedup_fewstep": ("baseline_ddpm_step", "medsynth_volume_fewstep", float(BASELINE_SAMPLING_STEPS)),
+        "sample_speedup_ddim250_fewstep": (
+            "baseline_ddim_step",
+            "medsynth_volume_fewstep",
+            float(TUTORIAL_DDIM_STEPS),
+        ),
     }
     for name, (base_task, ms_task, scale) in pairs.items():
+        if not any(task == ms_task for task, _ in series):  # --few-step none
+            continue
         bt = best[base_task] if best else base_threads
         mt = best[ms_task] if best else ms_threads
         ratio = speedup(series[(base_task, bt)], series[(ms_task, mt)], baseline_scale=scale)
