@@ -294,7 +294,7 @@ def measure_size(book: RecordBook, args, plan: Plan, device: torch.device, side:
         "phase_wall_s": round(time.perf_counter() - started, 1),
     }
     record_size(book, plan, series, side, common, fairness, info, sampler, feasible, reason, n)
-    flops = medsynth_step_flops(module, batch, shape, device)
+    flops = module.training_flops(batch)  # forward + backward, FlopCounterMode on the meta device
     record_efficiency(book, plan, series, side, flops, n)
     end_to_end = None
     if feasible and plan.ddpm_end_to_end and side == min(plan.sizes):
@@ -437,22 +437,6 @@ def add_speedups(book, suffix, series, base_threads, ms_threads, fairness, best=
             **ratio,
             **fairness,
         )
-
-
-def medsynth_step_flops(module, batch: int, shape: list[int], device: torch.device) -> int:
-    """FLOPs of one forward + backward of medsynth's network on a training batch (``FlopCounterMode``)."""
-    latent = module.representation.latent_shape(tuple(shape))
-    network = module.network.to(device)
-
-    def step() -> None:
-        x = torch.randn((batch, *latent), device=device)
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            out = network(x, torch.zeros(batch, dtype=torch.long, device=device))
-        out.float().pow(2).mean().backward()
-
-    flops = count_flops(step)
-    network.zero_grad(set_to_none=True)
-    return flops
 
 
 def record_efficiency(book, plan, series, side, flops: int, n: int) -> None:

@@ -4,7 +4,7 @@ Each stage lives in its own module with ``main(argv: list[str]) -> int``. The di
 :class:`~medsynth.errors.MedsynthError`, and errors raised by the I/O libraries (SQLAlchemy,
 nibabel, SimpleITK, pydicom, file-system errors; :func:`medsynth.errors.library_error_line`),
 into one line on stderr and a non-zero exit code. ``--verbose`` (anywhere on the command line) or
-``MEDSYNTH_DEBUG=1`` adds the traceback. Any other exception is a bug and keeps its traceback.
+``MEDSYNTH_DEBUG=1`` adds the traceback and keeps the library messages :mod:`medsynth.quiet` filters. Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from medsynth import __version__
 from medsynth.errors import LIBRARY_ERROR_EXIT_CODE, MedsynthError, library_error_line
 from medsynth.io.leftovers import Leftovers
+from medsynth.quiet import silence_library_noise
 
 #: flags that ask for tracebacks (removed before the stage sees its arguments)
 VERBOSE_FLAGS = ("--verbose", "-v")
@@ -70,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if stage not in STAGES:
         print(f"medsynth: error: unknown stage '{stage}' (choose from {', '.join(STAGES)})", file=sys.stderr)
         return 2
+    if not verbose:
+        silence_library_noise()
     module = importlib.import_module(STAGES[stage][0])
     leftovers = Leftovers.before(rest)
     failed = True

@@ -23,6 +23,7 @@ COMMON = [
     "trainer.val_every_n_steps=3",
     "callbacks.checkpoint.every_n_steps=2",
     "callbacks.checkpoint.keep_all=true",
+    "+callbacks.throughput.window_size=2",  # ThroughputMonitor's rates need a full window (default 100 steps)
 ]
 
 
@@ -51,7 +52,7 @@ def test_few_step_run_writes_checkpoints_previews_config_and_metrics(run_a):
     resolved = (run_a / "config_resolved.yaml").read_text()
     assert "label_key: group" in resolved and str(run_a) not in ("",)
     metrics = pd.read_csv(run_a / "csv" / "metrics.csv")
-    for column in ("train/loss", "val/loss", "train/grad_norm", "lr-AdamW"):
+    for column in ("train/loss", "val/loss", "train/grad_norm", "lr-AdamW", "train/device/flops_per_sec"):
         assert column in metrics.columns, column
         assert metrics[column].notna().any()
     best = list((run_a / "checkpoints").glob("best-*.ckpt"))

@@ -24,6 +24,7 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.fabric.utilities.throughput import measure_flops
 from lightning.pytorch.utilities import grad_norm
 
 from medsynth.errors import ConfigError
@@ -170,6 +171,23 @@ class DiffusionModule(pl.LightningModule):
         if self.trainer.strategy.root_device.type == "cpu" and self.trainer.world_size == 1:
             setting = self.config.get("trainer", {}).get("num_threads", "auto")
             log.info("CPU threads: %d (trainer.num_threads=%s)", apply_num_threads(setting, "cpu"), setting)
+
+    def on_train_start(self) -> None:
+        """``flops_per_batch`` for Lightning's ``ThroughputMonitor`` (it then logs ``train/flops_per_sec`` and,
+        on GPUs whose peak it knows, ``train/mfu``)."""
+        batch_size = int(self.config.get("data", {}).get("batch_size", 1))
+        self.flops_per_batch = self.training_flops(batch_size)
+
+    def training_flops(self, batch_size: int) -> int:
+        """FLOPs of one forward + backward of the network on ``batch_size`` volumes (Lightning's
+        ``measure_flops``, i.e. ``torch.utils.flop_counter``: convolutions, matmuls, attention), counted on
+        a copy on the meta device: no compute, no memory, the live weights untouched."""
+        latent = self.representation.latent_shape(self.image_shape)[1:]
+        with torch.device("meta"):
+            network = build_network(self.network_kwargs, self.conditioning)
+            x = torch.empty((batch_size, int(self.network_kwargs["in_channels"]), *latent))
+            timesteps = torch.zeros(batch_size, dtype=torch.long)
+        return int(measure_flops(network, lambda: network(x, timesteps), lambda y: y.sum()))
 
     def _generator(self, *key: int) -> torch.Generator:
         """A generator on this module's device seeded by (seed, *key): reproducible across resumes."""

@@ -27,6 +27,7 @@ from hydra.utils import instantiate
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from medsynth.models.cpu_threads import apply_num_threads
+from medsynth.quiet import LIBRARY_WARNINGS
 from medsynth.utility.labelled_sets import LabelledSet
 
 
@@ -39,7 +40,8 @@ def quiet_lightning() -> Iterator[None]:
         logger.setLevel(logging.WARNING)
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*(LeafSpec|litlogger|does not have many workers).*")
+            for pattern in (*LIBRARY_WARNINGS, r".*does not have many workers"):
+                warnings.filterwarnings("ignore", message=pattern)
             yield
     finally:
         for logger, level in zip(loggers, levels, strict=True):
