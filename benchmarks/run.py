@@ -68,9 +68,9 @@ from records import RecordBook  # noqa: E402
 
 #: 1000 DDPM steps: the tutorial's sampler
 BASELINE_SAMPLING_STEPS = 1000
-#: the few-step sampler timed beside the default: DPM-Solver++(2M) SDE at 8 network evaluations, within 3.5% of
-#: DDPM-1000's d^2 on both 32^3 models of the quality benchmark, two sample seeds each (7: within 5.6%; 6: 11-15%
-#: above; docs/sampling.md)
+#: the few-step sampler timed beside the default: DPM-Solver++(2M) SDE at 8 network evaluations, d^2 1.0-4.5% above
+#: DDPM-1000's on both 32^3 models of the quality benchmark, two sample seeds each (7: 3.4-5.6%; 6: 11-16% above;
+#: docs/sampling.md)
 FEW_STEP = "dpmpp:8:1.0"
 FEW_STEP_QUALITY = (
     "d^2 within 10% of DDPM-1000 from the same checkpoint on the 32^3 brain models of the quality benchmark "
