@@ -4,8 +4,8 @@
     python benchmarks/run.py --out full.json           # + 32^3 (DDPM-1000 end to end)/128^3, ablation, memory, data wait, FRD
     python benchmarks/run.py --smoke --out s.json      # seconds: tiny shapes, every code path (the test suite)
 
-medsynth's volume is timed with the default sampler and with ``--few-step`` (dpmpp, 8 steps, eta 1: measured
-within 10% of DDPM-1000's d^2 by the quality benchmark), each against DDPM-1000 and DDIM-250.
+medsynth's volume is timed with the default sampler and with ``--few-step`` (dpmpp, 7 steps, eta 1: the fewest
+evaluations the quality benchmark measured within 10% of DDPM-1000's d^2), each against DDPM-1000 and DDIM-250.
 
 Writes ``--out`` (a JSON list of {name, value, unit, detail}) and the same records as a markdown
 table beside it (``.md``), and prints the table.
@@ -68,10 +68,10 @@ from records import RecordBook  # noqa: E402
 
 #: 1000 DDPM steps: the tutorial's sampler
 BASELINE_SAMPLING_STEPS = 1000
-#: the few-step sampler timed beside the default: DPM-Solver++(2M) SDE at 8 network evaluations, d^2 1.0-4.5% above
-#: DDPM-1000's on both 32^3 models of the quality benchmark, two sample seeds each (7: 3.4-5.6%; 6: 11-16% above;
-#: docs/sampling.md)
-FEW_STEP = "dpmpp:8:1.0"
+#: the few-step sampler timed beside the default: DPM-Solver++(2M) SDE at 7 network evaluations, the fewest measured
+#: within 10% of DDPM-1000's d^2 on both 32^3 models of the quality benchmark, two sample seeds each (7: 3.4-5.6%
+#: above; 8: 0.7-4.5%; 6: 11-16%; docs/sampling.md)
+FEW_STEP = "dpmpp:7:1.0"
 FEW_STEP_QUALITY = (
     "d^2 within 10% of DDPM-1000 from the same checkpoint on the 32^3 brain models of the quality benchmark "
     "(benchmarks/README.md, docs/sampling.md); timing only here (untrained weights)"

@@ -100,9 +100,9 @@ def test_benchmark_smoke_run_writes_records_and_table(tmp_path: Path) -> None:
     ddim_threads = by_name["baseline_ddim250_volume_16"]["detail"]["threads"]
     step = by_name[f"baseline_ddim_step_16[threads={ddim_threads}]"]["value"]
     assert math.isclose(by_name["baseline_ddim250_volume_16"]["value"], 250 * step, rel_tol=1e-9)
-    # the few-step sampler (dpmpp, 8 steps, eta 1) is timed beside the default and compared the same way
+    # the few-step sampler (dpmpp, 7 steps, eta 1) is timed beside the default and compared the same way
     few = by_name["medsynth_sample_volume_fewstep_16"]
-    assert few["detail"]["sampler"] == "dpmpp-8-eta1"
+    assert few["detail"]["sampler"] == "dpmpp-7-eta1"
     assert by_name["medsynth_sample_volume_16"]["detail"]["sampler"] != few["detail"]["sampler"]
     few_speedup = by_name["sample_speedup_fewstep_16"]
     assert few_speedup["detail"]["medsynth_threads"] == few["detail"]["threads"]
