@@ -1,6 +1,6 @@
 """medsynth speed benchmark: medsynth's default training step and fast sampler against a MONAI-tutorial baseline.
 
-    python benchmarks/run.py --quick --out b.json      # 64^3 speedups at 1 and 2 threads, ~15-25 min on 2 busy cores
+    python benchmarks/run.py --quick --out b.json      # 64^3 speedups at 1 and 2 threads, 10 min on 2 idle cores (37 under load)
     python benchmarks/run.py --out full.json           # + 32^3 (DDPM-1000 end to end)/128^3, ablation, memory, data wait, FRD
     python benchmarks/run.py --smoke --out s.json      # seconds: tiny shapes, every code path (the test suite)
 
