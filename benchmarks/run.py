@@ -78,14 +78,24 @@ FEW_STEP_QUALITY = (
 )
 
 
-def few_step_settings(spec: str) -> dict[str, Any] | None:
-    """``NAME:STEPS:ETA`` -> ``conf/sampler/<NAME>.yaml`` with those steps and eta; ``none`` -> None."""
+#: medsynth's volume tasks and the suffix of their records (``medsynth_sample_volume<suffix>_<side>``, ...)
+VOLUME_TASKS = {"medsynth_volume": "", "medsynth_volume_fewstep": "_fewstep"}
+
+
+def few_step_spec(spec: str) -> tuple[str, int, float] | None:
+    """``--few-step``: ``NAME:STEPS:ETA`` -> (name, steps, eta), with NAME in conf/sampler/; ``none`` -> None."""
     if spec.lower() == "none":
         return None
-    name, steps, eta = spec.split(":")  # checked by parse_args
-    sampler = sampler_settings(name)
-    sampler.update(steps=int(steps), eta=float(eta))
-    return sampler
+    parts = spec.split(":")
+    try:
+        name, steps, eta = parts[0], int(parts[1]), float(parts[2])
+    except (IndexError, ValueError):
+        name = ""
+    if len(parts) != 3 or not (Path(__file__).resolve().parents[1] / "conf" / "sampler" / f"{name}.yaml").is_file():
+        raise argparse.ArgumentTypeError(
+            f"{spec!r}: expected NAME:STEPS:ETA with NAME in conf/sampler/ (e.g. {FEW_STEP}) or none"
+        )
+    return name, steps, eta
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -105,6 +115,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--few-step",
+        type=few_step_spec,
         default=FEW_STEP,
         help="a second medsynth sampler timed beside the default, NAME:STEPS:ETA (default %(default)s: measured "
         "within 10%% of DDPM-1000's d^2, docs/sampling.md); 'none': skip",
@@ -143,18 +154,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--workdir", default=None, help="data/checkpoints for data-wait and quality (default: temp)"
     )
-    args = parser.parse_args(argv)
-    if args.few_step.lower() != "none":
-        parts = args.few_step.split(":")
-        try:
-            int(parts[1]), float(parts[2])
-            known = (Path(__file__).resolve().parents[1] / "conf" / "sampler" / f"{parts[0]}.yaml").is_file()
-            ok = len(parts) == 3 and known
-        except (IndexError, ValueError):
-            ok = False
-        if not ok:
-            parser.error(f"--few-step {args.few_step!r}: expected NAME:STEPS:ETA with NAME in conf/sampler/ (e.g. {FEW_STEP}) or none")
-    return args
+    return parser.parse_args(argv)
 
 
 class Plan:
@@ -216,7 +216,10 @@ def measure_size(book: RecordBook, args, plan: Plan, device: torch.device, side:
     sampler = sampler_settings(args.sampler)
     if plan.sampler_steps:
         sampler["steps"] = plan.sampler_steps
-    few_step = few_step_settings(args.few_step)
+    volumes = {"medsynth_volume": sampler}
+    if args.few_step:
+        name, steps, eta = args.few_step
+        volumes["medsynth_volume_fewstep"] = sampler_settings(name) | {"steps": steps, "eta": eta}
     unet = {
         k: model_cfg[k]
         for k in ("channels", "attention_levels", "num_res_blocks", "num_head_channels", "norm_num_groups")
@@ -234,29 +237,22 @@ def measure_size(book: RecordBook, args, plan: Plan, device: torch.device, side:
         info.update(precision=result["precision"], representation=result["representation"])
         return result["seconds"]
 
-    def ms_volume(warm: bool, settings: dict[str, Any], key: str = "sampler_name") -> list[float]:
-        result = time_sampling(
-            module, settings, device, 1, threads=torch.get_num_threads(), warmup=warm
-        )
+    def ms_volume(warm: bool, task: str) -> list[float]:
+        settings = volumes[task]
+        result = time_sampling(module, settings, device, 1, threads=torch.get_num_threads(), warmup=warm)
         eta = f"-eta{settings['eta']:g}" if settings.get("eta") else ""
-        info.update({"sample_precision": result["precision"], key: f"{result['sampler']}-{result['steps']}{eta}"})
+        info.update({"sample_precision": result["precision"], task: f"{result['sampler']}-{result['steps']}{eta}"})
         return result["seconds"]
 
     n = PEAK_N.get(device.type, 2048)
     tasks = [
         Task("medsynth_train", lambda _: ms_train(1), lambda _: ms_train(plan.medsynth_warmup)),
-        Task("medsynth_volume", lambda _: ms_volume(False, sampler), lambda _: ms_volume(True, sampler)),
+        *(
+            Task(task, lambda _, task=task: ms_volume(False, task), lambda _, task=task: ms_volume(True, task))
+            for task in volumes
+        ),
         Task("peak_bf16_matmul", lambda _: [matmul_seconds(device, torch.bfloat16, n)]),
     ]
-    if few_step:
-        tasks.insert(
-            2,
-            Task(
-                "medsynth_volume_fewstep",
-                lambda _: ms_volume(False, few_step, "few_step_name"),
-                lambda _: ms_volume(True, few_step, "few_step_name"),
-            ),
-        )
     if feasible:
         torch.manual_seed(0)
         train_net = tutorial_unet_from_config(model_cfg).to(device)
@@ -294,7 +290,7 @@ def measure_size(book: RecordBook, args, plan: Plan, device: torch.device, side:
         "order": "interleaved: per round, per thread count: " + ", ".join(t.name for t in tasks),
         "phase_wall_s": round(time.perf_counter() - started, 1),
     }
-    record_size(book, plan, series, side, common, fairness, info, sampler, feasible, reason, n)
+    record_size(book, plan, series, side, common, fairness, info, feasible, reason)
     flops = module.training_flops(batch)  # forward + backward, FlopCounterMode on the meta device
     record_efficiency(book, plan, series, side, flops, n)
     end_to_end = None
@@ -328,7 +324,7 @@ def measure_size(book: RecordBook, args, plan: Plan, device: torch.device, side:
     }
 
 
-def record_size(book, plan, series, side, common, fairness, info, sampler, feasible, reason, n) -> None:
+def record_size(book, plan, series, side, common, fairness, info, feasible, reason) -> None:
     """Per thread count and at each side's best: steps, volumes, speedups (median [min-max])."""
     counts = plan.thread_counts
 
@@ -337,13 +333,16 @@ def record_size(book, plan, series, side, common, fairness, info, sampler, feasi
         book.add(name, summary.pop("median"), unit, threads=threads, **summary, **detail)
 
     ms_detail = {"precision": info.get("precision"), "representation": info.get("representation")}
+    volumes = {task: suffix for task, suffix in VOLUME_TASKS.items() if (task, counts[0]) in series}
     sample_detail = {
-        "sampler": info.get("sampler_name"),
-        "precision": info.get("sample_precision"),
-        "how": "generate_volumes end to end (noise, solver, decode), batch 1",
+        task: {
+            "sampler": info.get(task),
+            "precision": info.get("sample_precision"),
+            "how": "generate_volumes end to end (noise, solver, decode), batch 1",
+        }
+        | ({"quality": FEW_STEP_QUALITY} if suffix else {})
+        for task, suffix in volumes.items()
     }
-    few_step = ("medsynth_volume_fewstep", counts[0]) in series
-    few_detail = sample_detail | {"sampler": info.get("few_step_name"), "quality": FEW_STEP_QUALITY}
     ddpm_how = (
         f"median DDPM step (network call + O(voxels) scheduler update) x {BASELINE_SAMPLING_STEPS}: "
         "extrapolated, every step is the same network call"
@@ -352,34 +351,21 @@ def record_size(book, plan, series, side, common, fairness, info, sampler, feasi
     for threads in counts:
         tag = f"[threads={threads}]"
         add_series(f"medsynth_train_step_{side}{tag}", "medsynth_train", threads, "s/step", **ms_detail, **common)
-        add_series(f"medsynth_sample_volume_{side}{tag}", "medsynth_volume", threads, "s/volume", **sample_detail)
-        if few_step:
-            add_series(
-                f"medsynth_sample_volume_fewstep_{side}{tag}", "medsynth_volume_fewstep", threads, "s/volume", **few_detail
-            )
+        for task, suffix in volumes.items():
+            add_series(f"medsynth_sample_volume{suffix}_{side}{tag}", task, threads, "s/volume", **sample_detail[task])
         if not feasible:
             continue
         add_series(f"baseline_train_step_{side}{tag}", "baseline_train", threads, "s/step", precision="32-true")
         add_series(f"baseline_ddpm_step_{side}{tag}", "baseline_ddpm_step", threads, "s/step")
         add_series(f"baseline_ddim_step_{side}{tag}", "baseline_ddim_step", threads, "s/step")
-        add_speedups(book, f"{side}{tag}", series, threads, threads, fairness)
-    ms_tasks = ("medsynth_train", "medsynth_volume") + (("medsynth_volume_fewstep",) if few_step else ())
-    best = {name: best_threads(series, name, counts) for name in ms_tasks}
+        add_speedups(book, f"{side}{tag}", series, volumes, threads, threads, fairness)
+    best = {name: best_threads(series, name, counts) for name in ("medsynth_train", *volumes)}
     add_series(f"medsynth_train_step_{side}", "medsynth_train", best["medsynth_train"], "s/step", **ms_detail, **common)
     book.add(f"medsynth_train_throughput_{side}", common["batch"] / float(np.median(series[("medsynth_train", best["medsynth_train"])].values)), "volumes/s")
-    add_series(f"medsynth_sample_volume_{side}", "medsynth_volume", best["medsynth_volume"], "s/volume", **sample_detail)
-    if few_step:
-        add_series(
-            f"medsynth_sample_volume_fewstep_{side}",
-            "medsynth_volume_fewstep",
-            best["medsynth_volume_fewstep"],
-            "s/volume",
-            **few_detail,
-        )
+    for task, suffix in volumes.items():
+        add_series(f"medsynth_sample_volume{suffix}_{side}", task, best[task], "s/volume", **sample_detail[task])
     if not feasible:
-        names = ("train_speedup", "sample_speedup", "sample_speedup_ddim250")
-        names += ("sample_speedup_fewstep", "sample_speedup_ddim250_fewstep") if few_step else ()
-        for name in names:
+        for name in speedup_pairs(volumes):
             book.add(f"{name}_{side}", None, "x", skipped=reason)
         return
     for name in ("baseline_train", "baseline_ddpm_step", "baseline_ddim_step"):
@@ -403,26 +389,25 @@ def record_size(book, plan, series, side, common, fairness, info, sampler, feasi
         sampler=f"ddim-{TUTORIAL_DDIM_STEPS}",
         how=ddim_how,
     )
-    add_speedups(book, str(side), series, None, None, fairness, best)
+    add_speedups(book, str(side), series, volumes, None, None, fairness, best)
 
 
-def add_speedups(book, suffix, series, base_threads, ms_threads, fairness, best=None) -> None:
-    """train_speedup, sample_speedup (vs DDPM-1000) and sample_speedup_ddim250 at one thread count
-    (``base_threads`` = ``ms_threads``) or of each side's best (``best``)."""
-    pairs = {
-        "train_speedup": ("baseline_train", "medsynth_train", 1.0),
-        "sample_speedup": ("baseline_ddpm_step", "medsynth_volume", float(BASELINE_SAMPLING_STEPS)),
-        "sample_speedup_ddim250": ("baseline_ddim_step", "medsynth_volume", float(TUTORIAL_DDIM_STEPS)),
-        "sample_speedup_fewstep": ("baseline_ddpm_step", "medsynth_volume_fewstep", float(BASELINE_SAMPLING_STEPS)),
-        "sample_speedup_ddim250_fewstep": (
-            "baseline_ddim_step",
-            "medsynth_volume_fewstep",
-            float(TUTORIAL_DDIM_STEPS),
-        ),
-    }
+def speedup_pairs(volumes: dict[str, str]) -> dict[str, tuple[str, str, float]]:
+    """Speedup name -> (baseline task, medsynth task, baseline scale): training, and for each medsynth volume
+    task (``volumes``: task -> record suffix) DDPM-1000 (``sample_speedup<suffix>``) and DDIM-250
+    (``sample_speedup_ddim250<suffix>``)."""
+    pairs = {"train_speedup": ("baseline_train", "medsynth_train", 1.0)}
+    for task, suffix in volumes.items():
+        pairs[f"sample_speedup{suffix}"] = ("baseline_ddpm_step", task, float(BASELINE_SAMPLING_STEPS))
+        pairs[f"sample_speedup_ddim250{suffix}"] = ("baseline_ddim_step", task, float(TUTORIAL_DDIM_STEPS))
+    return pairs
+
+
+def add_speedups(book, suffix, series, volumes, base_threads, ms_threads, fairness, best=None) -> None:
+    """The :func:`speedup_pairs` at one thread count (``base_threads`` = ``ms_threads``) or of each side's
+    best (``best``)."""
+    pairs = speedup_pairs(volumes)
     for name, (base_task, ms_task, scale) in pairs.items():
-        if not any(task == ms_task for task, _ in series):  # --few-step none
-            continue
         bt = best[base_task] if best else base_threads
         mt = best[ms_task] if best else ms_threads
         ratio = speedup(series[(base_task, bt)], series[(ms_task, mt)], baseline_scale=scale)
