@@ -4,7 +4,8 @@ Each stage lives in its own module with ``main(argv: list[str]) -> int``. The di
 :class:`~medsynth.errors.MedsynthError`, and errors raised by the I/O libraries (SQLAlchemy,
 nibabel, SimpleITK, pydicom, file-system errors; :func:`medsynth.errors.library_error_line`),
 into one line on stderr and a non-zero exit code. ``--verbose`` (anywhere on the command line) or
-``MEDSYNTH_DEBUG=1`` adds the traceback and keeps the library messages :mod:`medsynth.quiet` filters. Any other exception is a bug and keeps its traceback.
+``MEDSYNTH_DEBUG=1`` adds the traceback and keeps the library messages :mod:`medsynth.quiet` filters.
+Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
